@@ -1,0 +1,260 @@
+"""netfix command line: parse arguments, call the library, render, set the exit code.
+
+Exit codes: 0 success / nothing to do, 1 error (any host failed), 2 changes pending
+(plan --detailed-exitcode).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from netfix import __version__
+from netfix.errors import NetfixError
+
+INVENTORY_HELP = ("Inventory file (netfix or Ansible YAML). Default: $NETFIX_INVENTORY, "
+                  "else the local machine (@local).")
+LIMIT_HELP = "Only these hosts: names, groups or globs, ',' or ':' separated; !pat excludes."
+
+
+def inventory_options(f):
+    f = click.option("-l", "--limit", metavar="PATTERN", help=LIMIT_HELP)(f)
+    f = click.option("-i", "--inventory", metavar="FILE", help=INVENTORY_HELP)(f)
+    return f
+
+
+def progress(msg: str) -> None:
+    click.echo(f"  {msg}", err=True)
+
+
+def select(inventory: str | None, limit: str | None):
+    from netfix.inventory import load_inventory
+
+    return load_inventory(inventory).select(limit)
+
+
+class Main(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NetfixError as e:
+            click.echo(f"netfix: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netfix")
+def main() -> None:
+    """Keep the network state of Kubernetes nodes where you declared it.
+
+    \b
+    netfix plan  -i inventory.yaml           what would change, per host and knob
+    netfix apply --profile public-vds -i inv apply reversibly, journaled on each node
+    netfix rollback -i inv                   undo the last transaction on each node
+    netfix history -i inv                    transactions recorded on the nodes
+    netfix lab up --nodes 3                  real test nodes on this machine
+    """
+
+
+@main.command()
+@inventory_options
+@click.option("-p", "--profile", metavar="NAME", help="Profile for every host (overrides the "
+              "inventory's `profile:`). A name from the profile path or a file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("-o", "--out", metavar="FILE", help="Save the plan (with a fingerprint of the "
+              "facts it came from) for `netfix apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when nothing to do, 2 when changes are pending, 1 on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list knobs already in sync.")
+def plan(inventory, limit, profile, as_json, out, detailed_exitcode, verbose) -> None:
+    """Show what apply would change: per host and knob, current, desired, value at boot,
+    and flags (not settable here, shadowed by another file, another writer, disruptive)."""
+    from netfix import engine, render
+
+    hosts = select(inventory, limit)
+    result = engine.make_plan(hosts, profile, progress if sys.stderr.isatty() else None)
+    if out:
+        result.save(out)
+    if as_json:
+        click.echo(render.to_json(result))
+    else:
+        render.plan_table(result, verbose)
+        if out:
+            click.echo(f"Plan saved to {out}; apply it with: netfix apply {out}")
+    if result.has_errors:
+        sys.exit(1)
+    if detailed_exitcode and result.has_changes:
+        sys.exit(2)
+
+
+def rollout_options(f):
+    f = click.option("--max-fail", type=click.IntRange(min=0), metavar="N",
+                     help="Stop starting new batches once more than N hosts failed.")(f)
+    f = click.option("--serial", type=click.IntRange(min=1), metavar="N",
+                     help="Work on N hosts at a time (default: all in parallel).")(f)
+    return f
+
+
+def finish(results, title: str, as_json: bool) -> None:
+    from netfix import render
+
+    if as_json:
+        click.echo(render.to_json(results))
+    else:
+        render.results_table(results, title)
+    if any(not r.ok for r in results):
+        failed = ", ".join(r.host for r in results if not r.ok)
+        click.echo(f"netfix: failed on: {failed}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("plan_file", required=False, metavar="[PLAN_FILE]")
+@inventory_options
+@click.option("-p", "--profile", metavar="NAME", help="Profile for every host.")
+@rollout_options
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def apply(plan_file, inventory, limit, profile, serial, max_fail, as_json) -> None:
+    """Apply a profile (or a saved PLAN_FILE) to the hosts.
+
+    Per host, one transaction: the node is locked, every value is checked to still be what
+    the plan saw, the journal under /var/lib/netfix records every old value and file, then
+    the changes are made and persisted. If any step fails, that host is put back as it was
+    and reported; other hosts carry on. A saved plan is refused if a node changed since."""
+    from netfix import engine, render
+    from netfix.plan import load_plan
+
+    hosts = select(inventory, limit)
+    if plan_file:
+        if profile:
+            raise NetfixError("give either a saved plan or --profile, not both")
+        the_plan = load_plan(plan_file)
+        planned = {h.host for h in the_plan.hosts}
+        hosts = [h for h in hosts if h.name in planned]
+        if not hosts:
+            raise NetfixError(f"none of the hosts in {plan_file} are in the inventory")
+    else:
+        the_plan = engine.make_plan(hosts, profile)
+        if not as_json:
+            render.plan_table(the_plan)
+    click.echo(f"Applying to {len(hosts)} host(s)...", err=True)
+    results = engine.apply(hosts, the_plan, saved=bool(plan_file), serial=serial,
+                           max_fail=max_fail, progress=progress)
+    finish(results, "apply", as_json)
+
+
+@main.command()
+@inventory_options
+@click.option("--tx", metavar="ID", help="Transaction to undo (default: the last applied one).")
+@click.option("--force", is_flag=True, help="Restore even values changed since netfix wrote "
+              "them (by hand or by another tool).")
+@rollout_options
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def rollback(inventory, limit, tx, force, serial, max_fail, as_json) -> None:
+    """Undo a transaction from each node's own journal: live values and files are restored
+    byte for byte, in reverse order; files netfix created are deleted. A value changed
+    since netfix wrote it is not touched without --force (it is named instead)."""
+    from netfix import engine
+
+    hosts = select(inventory, limit)
+    results = engine.rollback(hosts, tx, force, serial, max_fail, progress)
+    finish(results, "rollback", as_json)
+
+
+@main.command()
+@inventory_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def history(inventory, limit, as_json) -> None:
+    """List the transactions recorded in each node's journal."""
+    from netfix import engine, render
+
+    rows = engine.history(select(inventory, limit))
+    if as_json:
+        click.echo(render.to_json({h.name: txs if isinstance(txs, str) else
+                                   [t.__dict__ | {"steps": len(t.steps)} for t in txs]
+                                   for h, txs in rows}))
+    else:
+        render.history_table(rows)
+    if any(isinstance(txs, str) for _, txs in rows):
+        sys.exit(1)
+
+
+@main.group()
+def profiles() -> None:
+    """List, show and validate profiles."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Profiles found on the profile path ($NETFIX_PROFILE_PATH, ./profiles, ...)."""
+    from netfix.profile import list_profiles
+
+    for name, path, desc in list_profiles():
+        click.echo(f"{name:20} {desc.strip().splitlines()[0] if desc else ''}  ({path})")
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name) -> None:
+    """The merged profile (extends resolved) with derived values for this machine."""
+    import yaml
+
+    from netfix.knobs.conntrack import auto_max
+    from netfix.profile import load_profile
+
+    prof = load_profile(name)
+    data = dict(prof.data)
+    ct = data.get("conntrack")
+    if ct and ct.get("max") is not None:
+        import os
+
+        if ct["max"] == "auto":
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            value, why = auto_max(ct, os.cpu_count() or 1, mem)
+            ct = {**ct, "max": f"auto ({why} = {value} on this machine)"}
+        else:
+            value = int(ct["max"])
+        ct.setdefault("buckets", f"{value // 4} (derived: max/4)")
+        data["conntrack"] = ct
+    click.echo(f"# profile {prof.name}: {' -> '.join(prof.files)}")
+    click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+
+
+@profiles.command("validate")
+@click.argument("files", nargs=-1, required=True)
+def profiles_validate(files) -> None:
+    """Check profile files: YAML syntax, schema, extends, the 4:1 conntrack rule."""
+    from netfix.profile import validate_file
+
+    for f in files:
+        validate_file(f)
+        click.echo(f"{f}: ok")
+
+
+@main.group()
+def lab() -> None:
+    """Real test nodes on this machine (root): network namespaces with their own sshd."""
+
+
+@lab.command("up")
+@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, 50))
+def lab_up(nodes) -> None:
+    """Start N netns lab nodes and write an inventory for them (prints its path)."""
+    from netfix.lab import lab_up as up
+
+    path = up(nodes, progress=progress)
+    click.echo(str(path))
+
+
+@lab.command("down")
+def lab_down() -> None:
+    """Stop every lab node and remove everything the lab made (also after a crash)."""
+    from netfix.lab import lab_down as down
+
+    for item in down():
+        click.echo(f"removed {item}", err=True)
+
+
+if __name__ == "__main__":
+    main()

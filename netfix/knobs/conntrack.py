@@ -1,0 +1,227 @@
+"""Conntrack table size (max and buckets as one coupled 4:1 setting) and timeouts.
+
+Persistence needs three files: sysctl.d for the values, modprobe.d for the hash size at
+module load, and modules-load.d so nf_conntrack is loaded before systemd-sysctl runs
+(otherwise its net.netfilter.* lines are skipped at boot without a word).
+"""
+
+from __future__ import annotations
+
+import re
+
+from netfix.facts import Facts, Needs
+from netfix.knobs import Context
+from netfix.knobs.sysctl import file_change, persist_needs, sysctl_changes
+from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
+from netfix.util import norm
+
+SECTION = "conntrack"
+PERSIST = "/etc/sysctl.d/90-netfix-conntrack.conf"
+MODPROBE = "/etc/modprobe.d/netfix-conntrack.conf"
+MODULES_LOAD = "/etc/modules-load.d/netfix-conntrack.conf"
+HASHSIZE = "/sys/module/nf_conntrack/parameters/hashsize"
+MAX = "net.netfilter.nf_conntrack_max"
+BUCKETS = "net.netfilter.nf_conntrack_buckets"
+COUNT = "net.netfilter.nf_conntrack_count"
+ENTRY_BYTES, BUCKET_BYTES = 304, 8  # nf_conntrack slab objsize, one hlist head
+
+_P = "net.netfilter.nf_conntrack_"
+TIMEOUTS = {
+    "tcp_established": _P + "tcp_timeout_established",
+    "tcp_syn_sent": _P + "tcp_timeout_syn_sent",
+    "tcp_syn_recv": _P + "tcp_timeout_syn_recv",
+    "tcp_time_wait": _P + "tcp_timeout_time_wait",
+    "tcp_close_wait": _P + "tcp_timeout_close_wait",
+    "tcp_fin_wait": _P + "tcp_timeout_fin_wait",
+    "tcp_last_ack": _P + "tcp_timeout_last_ack",
+    "tcp_close": _P + "tcp_timeout_close",
+    "udp": _P + "udp_timeout",
+    "udp_stream": _P + "udp_timeout_stream",
+    "generic": _P + "generic_timeout",
+    "icmp": _P + "icmp_timeout",
+}
+
+# The kube-proxy process (if any) and its conntrack flags and config file, read through
+# /proc/PID/root so a config inside the kube-proxy container is found from the host.
+KUBE_PROXY = r"""for p in /proc/[0-9]*; do
+  c=""; read -r c < "$p/comm" 2>/dev/null; [ "$c" = kube-proxy ] || continue
+  echo "PID ${p#/proc/}"
+  tr '\0' '\n' < "$p/cmdline" | sed 's/^/ARG /'
+  cfg=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config=//p; /^--config$/{n;p;}' | head -n1)
+  [ -n "$cfg" ] && echo "CONFIG $cfg" && sed 's/^/| /' "$p/root$cfg"
+  break
+done"""
+
+
+def needs(section: dict, ctx: Context) -> Needs:
+    keys = {MAX, BUCKETS, COUNT} | {TIMEOUTS[k] for k in section.get("timeouts", {})}
+    n = persist_needs(keys, PERSIST)
+    n.paths.add(HASHSIZE)
+    n.files |= {MODPROBE, MODULES_LOAD}
+    n.scripts["kube-proxy"] = KUBE_PROXY
+    return n
+
+
+def auto_max(section: dict, cpus: int, mem_bytes: int) -> tuple[int, str]:
+    """kube-proxy's rule (max(per_core x CPUs, min)) capped by a share of RAM."""
+    auto = section.get("auto", {})
+    per_core, floor = auto.get("per_core", 32768), auto.get("min", 131072)
+    pct = auto.get("max_memory_percent", 5)
+    value = max(per_core * cpus, floor)
+    why = f"auto: max({per_core} x {cpus} CPUs, {floor})"
+    if mem_bytes:
+        cap = int(mem_bytes * pct / 100 / (ENTRY_BYTES + BUCKET_BYTES / 4))
+        if value > cap:
+            value, why = cap, why + f" capped at {pct}% of RAM"
+    value -= value % 4
+    return value, why
+
+
+def desired_max(section: dict, facts: Facts) -> tuple[int | None, str]:
+    m = section.get("max")
+    if m is None:
+        return None, ""
+    if m == "auto":
+        return auto_max(section, facts.cpus, facts.mem_bytes)
+    return int(m), f"max {m}"
+
+
+def pinned(max_: int) -> str:
+    mib = (max_ * ENTRY_BYTES + (max_ // 4) * BUCKET_BYTES) / 2**20
+    return f"a full table of {max_} entries pins {mib:.0f} MiB ({ENTRY_BYTES} B/entry)"
+
+
+def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
+    max_, why = desired_max(section, facts)
+    buckets = int(section.get("buckets", max_ // 4)) if max_ else None
+    desired = {TIMEOUTS[k]: str(v) for k, v in section.get("timeouts", {}).items()}
+    comments = {}
+    extra: list[Change] = []
+    if max_:
+        desired[MAX] = str(max_)
+        comments[MAX] = f"{why}; buckets = max/4 = {buckets}"
+        extra, bucket_key = _buckets(facts, buckets)
+        if bucket_key:
+            desired[BUCKETS] = str(buckets)
+    changes = sysctl_changes(SECTION, desired, facts, PERSIST, ctx, comments)
+    changes[-1:-1] = extra  # before the persistence file row
+
+    settable_buckets = any(
+        c.target in (BUCKETS, HASHSIZE) and c.action != SKIP for c in changes)
+    mod_conf = (ctx.header + f"options nf_conntrack hashsize={buckets}\n").encode() \
+        if settable_buckets else None
+    any_persisted = any(c.target.startswith("net.netfilter.") and c.action != SKIP
+                        for c in changes)
+    load_conf = (ctx.header + "nf_conntrack\n").encode() if any_persisted else None
+    changes.append(file_change(SECTION, MODPROBE, facts.files.get(MODPROBE), mod_conf))
+    changes.append(file_change(SECTION, MODULES_LOAD, facts.files.get(MODULES_LOAD), load_conf))
+
+    for c in changes:
+        if c.target == MAX and max_:
+            c.notes.append(f"{why}; {pinned(max_)}")
+            _usage_note(c, facts)
+    _kube_proxy(changes, facts)
+    return changes
+
+
+def _buckets(facts: Facts, buckets: int) -> tuple[list[Change], bool]:
+    """Buckets via the sysctl when writable; else via the module parameter, but only where
+    nf_conntrack_max is writable too: in a container the parameter is the whole host's."""
+    if facts.sysctl(BUCKETS).writable:
+        return [], True
+    hs = facts.value(HASHSIZE)
+    change = Change(SECTION, HASHSIZE, hs.value, str(buckets))
+    if facts.sysctl(MAX).writable and hs.writable:
+        if norm(hs.value) != str(buckets):
+            change.ops.append(Op("value", HASHSIZE, hs.value, str(buckets)))
+        else:
+            change.action = OK
+        return [change], False
+    cur = facts.sysctl(BUCKETS)
+    change = Change(SECTION, BUCKETS, cur.value, str(buckets), action=SKIP,
+                    flags=[NOT_SETTABLE])
+    change.notes.append("not settable here: read-only (host-global, seen from a network "
+                        "namespace or container)")
+    return [change], False
+
+
+def _usage_note(change: Change, facts: Facts) -> None:
+    count, current = facts.sysctl(COUNT).value, change.current
+    if count and current and count.isdigit() and current.isdigit() and int(current):
+        pct = 100 * int(count) / int(current)
+        warn = " - above 75%: the table is close to dropping packets" if pct >= 75 else ""
+        change.notes.append(f"in use now: {count} of {current} ({pct:.0f}%){warn}")
+
+
+def _duration(text: str) -> int | None:
+    """Go durations as kube-proxy takes them: 24h0m0s, 86400s, 1h."""
+    text = text.strip().strip("'\"")
+    if text.isdigit():
+        return int(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text)
+    if not parts:
+        return None
+    mult = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return int(sum(float(n) * mult[u] for n, u in parts))
+
+
+def kube_proxy_settings(output: str, cpus: int) -> dict | None:
+    """What kube-proxy will write at its next start: {pid, max, tcp_established, ...}."""
+    if not output.strip():
+        return None
+    conf: dict[str, str] = {}
+    pid = ""
+    flags = {"--conntrack-max-per-core": "maxPerCore", "--conntrack-min": "min",
+             "--conntrack-tcp-timeout-established": "tcpEstablishedTimeout",
+             "--conntrack-tcp-timeout-close-wait": "tcpCloseWaitTimeout"}
+    in_conntrack = False
+    for line in output.splitlines():
+        if line.startswith("PID "):
+            pid = line[4:].strip()
+        elif line.startswith("ARG --"):
+            name, _, value = line[4:].partition("=")
+            if name in flags:
+                conf.setdefault(flags[name], value)
+        elif line.startswith("| "):
+            # The config is YAML, but a full parser for four keys of one section would pull
+            # pyyaml into the fact path; indentation tells where `conntrack:` ends.
+            body = line[2:]
+            if re.match(r"^conntrack:\s*$", body):
+                in_conntrack = True
+            elif in_conntrack and body[:1] not in (" ", "\t") and body.strip():
+                in_conntrack = False
+            elif in_conntrack:
+                m = re.match(r"^\s+(\w+):\s*(\S*)", body)
+                if m:
+                    conf[m.group(1)] = m.group(2)  # config file beats flags
+    per_core = int(_duration(conf.get("maxPerCore", "32768")) or 0)
+    floor = int(_duration(conf.get("min", "131072")) or 0)
+    est = _duration(conf.get("tcpEstablishedTimeout", "86400"))
+    close_wait = _duration(conf.get("tcpCloseWaitTimeout", "3600"))
+    return {
+        "pid": pid,
+        "max": max(per_core * cpus, floor) if per_core else None,
+        "per_core": per_core,
+        "min": floor,
+        "tcp_established": est or None,
+        "tcp_close_wait": close_wait or None,
+    }
+
+
+def _kube_proxy(changes: list[Change], facts: Facts) -> None:
+    kp = kube_proxy_settings(facts.scripts.get("kube-proxy", ""), facts.cpus)
+    if not kp:
+        return
+    writes = {MAX: kp["max"], BUCKETS: kp["max"] // 4 if kp["max"] else None,
+              HASHSIZE: kp["max"] // 4 if kp["max"] else None,
+              TIMEOUTS["tcp_established"]: kp["tcp_established"],
+              TIMEOUTS["tcp_close_wait"]: kp["tcp_close_wait"]}
+    for c in changes:
+        theirs = writes.get(c.target)
+        if theirs is None or c.desired is None or str(theirs) == c.desired:
+            continue
+        c.flags.append(OTHER_WRITER)
+        fix = ("conntrack.maxPerCore: 0" if c.target in (MAX, BUCKETS, HASHSIZE)
+               else "its conntrack tcp timeouts to 0s")
+        c.notes.append(f"kube-proxy (pid {kp['pid']}) writes {theirs} here at its next start "
+                       f"and undoes this; set {fix} in kube-proxy's config")

@@ -1,0 +1,100 @@
+"""Output: plan / results / history as rich tables or JSON. Data in, text out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from netfix.plan import OK, SKIP, UPDATE, Change, Plan
+
+ACTION_MARK = {UPDATE: "~", SKIP: "!", OK: "="}
+
+
+def console(stderr: bool = False):  # -> rich.console.Console
+    from rich.console import Console
+
+    # Wide enough that CI logs keep whole rows instead of wrapping every cell.
+    width = None if sys.stdout.isatty() else 160
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
+def shown(change: Change, verbose: bool) -> bool:
+    return verbose or change.action != OK or bool(change.flags)
+
+
+def plan_table(plan: Plan, verbose: bool = False) -> None:
+    from rich.table import Table
+
+    con = console()
+    for hp in plan.hosts:
+        if hp.error:
+            con.print(f"[bold red]{hp.host}[/]: ERROR {hp.error}")
+            continue
+        rows = [c for c in hp.changes if shown(c, verbose)]
+        pending = len(hp.pending)
+        skipped = sum(c.action == SKIP for c in hp.changes)
+        head = (f"[bold]{hp.host}[/] (profile {hp.profile}, {hp.info.get('cpus')} CPUs, "
+                f"kernel {hp.info.get('kernel')}): {pending} to change"
+                + (f", {skipped} not applicable here" if skipped else ""))
+        con.print(head)
+        if not rows:
+            con.print("  nothing to do: the node matches its profile")
+            continue
+        t = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
+        for col in ("", "knob", "target", "current", "desired", "at boot", "flags / notes"):
+            t.add_column(col, overflow="fold")
+        for c in rows:
+            style = {UPDATE: "yellow", SKIP: "red"}.get(c.action, "")
+            notes = "; ".join(c.flags + c.notes)
+            t.add_row(ACTION_MARK[c.action], c.knob, c.target, str(c.current), str(c.desired),
+                      "" if c.boot is None else c.boot, notes, style=style)
+        con.print(t)
+    total = sum(len(h.pending) for h in plan.hosts)
+    errors = sum(bool(h.error) for h in plan.hosts)
+    con.print(f"Plan: {total} change(s) on {sum(bool(h.pending) for h in plan.hosts)} of "
+              f"{len(plan.hosts)} host(s)" + (f", {errors} host(s) failed" if errors else ""))
+
+
+def to_json(obj: Any) -> str:
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    elif isinstance(obj, list):
+        obj = [asdict(o) if hasattr(o, "__dataclass_fields__") else o for o in obj]
+    return json.dumps(obj, indent=2, default=str)
+
+
+def results_table(results: list, title: str) -> None:
+    from rich.table import Table
+
+    con = console()
+    t = Table(title=title, show_edge=False, box=None, padding=(0, 1))
+    for col in ("host", "status", "transaction", "message"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        style = "green" if r.ok else "red"
+        t.add_row(r.host, r.status, r.tx or "", r.message, style=style)
+        for d in r.details:
+            t.add_row("", "", "", f"  {d}", style=style)
+    con.print(t)
+
+
+def history_table(rows: list) -> None:
+    from rich.table import Table
+
+    con = console()
+    t = Table(show_edge=False, box=None, padding=(0, 1))
+    for col in ("host", "transaction", "kind", "profile", "steps", "status", "by"):
+        t.add_column(col, overflow="fold")
+    for host, txs in rows:
+        if isinstance(txs, str):
+            t.add_row(host.name, "", "", "", "", f"ERROR {txs}", "", style="red")
+            continue
+        if not txs:
+            t.add_row(host.name, "(none)", "", "", "", "", "")
+        for tx in txs:
+            kind = tx.kind + (f" of {tx.rolls_back}" if tx.rolls_back else "")
+            t.add_row(host.name, tx.id, kind, tx.profile or "", str(len(tx.steps)), tx.status,
+                      f"{tx.user}@{tx.controller}")
+    con.print(t)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what netfix and its lab need on a fresh Debian/Ubuntu machine (run as root):
+# system tools from apt (only the missing ones), netfix itself into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: run as root (the lab creates network namespaces and starts sshd)" >&2
+    exit 1
+  fi
+}
+need_root
+
+PKGS=(openssh-server openssh-client nftables ethtool iproute2 conntrack procps kmod
+      util-linux coreutils python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Conntrack sysctls exist only once the module is loaded (built in on some kernels).
+modprobe nf_conntrack 2>/dev/null || true
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "setup: ok ($(.venv/bin/netfix --version))"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run lint, unit and integration tests (as root:
+# the integration tests start real lab nodes). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check netfix tests bench
+# Leftovers of an interrupted earlier run would collide with the lab's names.
+.venv/bin/netfix lab down >/dev/null 2>&1 || true
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

@@ -1,0 +1,173 @@
+"""End to end on real lab nodes: plan, apply, second plan empty, rollback byte-identical,
+history; not-settable host-global keys; failures that must leave nodes as they were."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PROFILE_KEYS = [
+    "net.ipv4.tcp_synack_retries", "net.ipv4.ip_forward", "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies",
+    "net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_tcp_timeout_syn_sent",
+    "net.netfilter.nf_conntrack_tcp_timeout_established", "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_buckets",
+]
+
+
+def snapshot(lab, node):
+    return {k: lab.sysctl(node, k) for k in PROFILE_KEYS}, lab.files(node)
+
+
+def by_target(plan, host):
+    hp = next(h for h in plan["hosts"] if h["host"] == host)
+    return {c["target"]: c for c in hp["changes"]}
+
+
+def test_plan_apply_replan_rollback_history(lab):
+    before_vals, before_files = snapshot(lab, "node1")
+    plan = lab.plan_json("--profile", "public-vds", "--limit", "node1")
+    ch = by_target(plan, "node1")
+    assert ch["net.ipv4.tcp_synack_retries"]["desired"] == "3"
+    assert ch["net.ipv4.tcp_synack_retries"]["current"] == \
+        before_vals["net.ipv4.tcp_synack_retries"]
+    assert ch["net.netfilter.nf_conntrack_udp_timeout"]["action"] == "update"
+    # host-global in a network namespace: reported per key, never applied
+    for key in ("net.netfilter.nf_conntrack_max", "net.netfilter.nf_conntrack_buckets"):
+        assert ch[key]["action"] == "skip" and "not-settable" in ch[key]["flags"], ch[key]
+        assert "read-only" in " ".join(ch[key]["notes"]) or "host-global" in " ".join(
+            ch[key]["notes"])
+    assert ch["/etc/sysctl.d/90-netfix.conf"]["action"] == "update"
+
+    lab.netfix("apply", "--profile", "public-vds", "--limit", "node1")
+    assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
+    assert lab.sysctl("node1", "net.ipv4.ip_forward") == "1"
+    assert lab.sysctl("node1", "net.netfilter.nf_conntrack_udp_timeout") == "15"
+    assert lab.sysctl("node1", "net.netfilter.nf_conntrack_tcp_timeout_syn_sent") == "30"
+    assert int(lab.sysctl("node1", "net.core.somaxconn")) >= 8192
+    # host-global values untouched, other nodes untouched
+    assert lab.sysctl("node1", "net.netfilter.nf_conntrack_max") == \
+        before_vals["net.netfilter.nf_conntrack_max"]
+    assert lab.sysctl("node2", "net.ipv4.tcp_synack_retries") == \
+        before_vals["net.ipv4.tcp_synack_retries"]
+    conf = lab.sh("node1", "cat /etc/sysctl.d/90-netfix.conf")
+    assert "net.ipv4.tcp_synack_retries = 3" in conf
+    ct = lab.sh("node1", "cat /etc/sysctl.d/90-netfix-conntrack.conf")
+    assert "net.netfilter.nf_conntrack_udp_timeout = 15" in ct
+    assert "nf_conntrack_max" not in ct  # not settable here, so not persisted either
+    assert lab.sh("node1", "cat /etc/modules-load.d/netfix-conntrack.conf").strip().endswith(
+        "nf_conntrack")
+    # the boot-time view agrees with what was applied
+    boot = lab.sh("node1", "sysctl --system 2>&1 | grep -c netfix || true")
+    assert int(boot.strip() or 0) >= 1
+
+    again = lab.netfix("plan", "--profile", "public-vds", "--limit", "node1",
+                       "--detailed-exitcode")
+    assert "nothing to do" in again.stdout
+
+    lab.netfix("rollback", "--limit", "node1")
+    after_vals, after_files = snapshot(lab, "node1")
+    assert after_vals == before_vals
+    assert after_files == before_files
+
+    hist = json.loads(lab.netfix("history", "--limit", "node1", "--json").stdout)["node1"]
+    kinds = [(t["kind"], t["status"].split()[0]) for t in hist]
+    assert kinds[-2:] == [("apply", "rolled-back"), ("rollback", "applied")]
+    assert hist[-1]["rolls_back"] == hist[-2]["id"]
+
+
+def test_failure_half_way_restores_the_host(lab, tmp_path):
+    before_vals, before_files = snapshot(lab, "node2")
+    prof = tmp_path / "bad-value.yaml"
+    # tcp_synack_retries is written first (sorted), then the kernel rejects syncookies=7
+    prof.write_text(textwrap.dedent("""\
+        description: the kernel refuses the second value
+        conntrack: {timeouts: {udp: 17}}
+        sysctl:
+          net.ipv4.tcp_synack_retries: 2
+          net.ipv4.tcp_syncookies: 7
+        """))
+    p = lab.netfix("apply", "--profile", str(prof), "--limit", "node2", check_rc=1)
+    assert "failed-restored" in p.stdout and "node2" in p.stderr
+    assert "tcp_syncookies" in p.stdout
+    assert snapshot(lab, "node2") == (before_vals, before_files)
+    hist = json.loads(lab.netfix("history", "--limit", "node2", "--json").stdout)["node2"]
+    assert hist[-1]["status"].startswith("failed-restored")
+
+
+def test_unreachable_host_others_carry_on(lab, tmp_path):
+    import yaml
+
+    inv = tmp_path / "inv.yaml"
+    # ghost: an address in the lab's own subnet that nothing listens on
+    data = yaml.safe_load(lab.inventory.read_text())
+    data["hosts"]["ghost"] = {"ssh_host": "10.251.0.99", "connect_timeout": 2}
+    data["groups"]["lab"]["hosts"] = ["node1", "ghost", "node3"]
+    inv.write_text(yaml.safe_dump(data))
+    before3 = lab.sysctl("node3", "net.ipv4.tcp_synack_retries")
+    p = lab.netfix("apply", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
+                   check_rc=1)
+    assert "ghost" in p.stderr and "failed on: ghost" in p.stderr
+    assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
+    assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == "3"
+    lab.netfix("rollback", "-i", str(inv), "--limit", "node1,node3")
+    assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == before3
+
+
+def test_stale_saved_plan_is_refused(lab, tmp_path):
+    out = tmp_path / "plan.json"
+    lab.netfix("plan", "--profile", "public-vds", "--limit", "node2", "-o", str(out))
+    lab.sh("node2", "sysctl -qw net.core.somaxconn=5000")
+    try:
+        p = lab.netfix("apply", str(out), "--limit", "node2", check_rc=1)
+        assert "stale" in p.stdout
+        assert lab.sysctl("node2", "net.ipv4.tcp_synack_retries") != "3"  # nothing applied
+        # a fresh plan saved and applied at once works
+        lab.netfix("plan", "--profile", "public-vds", "--limit", "node2", "-o", str(out))
+        lab.netfix("apply", str(out), "--limit", "node2")
+        assert lab.sysctl("node2", "net.ipv4.tcp_synack_retries") == "3"
+        lab.netfix("rollback", "--limit", "node2")
+        assert lab.sysctl("node2", "net.core.somaxconn") == "5000"
+    finally:
+        lab.sh("node2", "sysctl -qw net.core.somaxconn=4096")
+
+
+def test_rollback_refuses_value_changed_by_hand(lab):
+    before = lab.sysctl("node3", "net.ipv4.tcp_synack_retries")
+    lab.netfix("apply", "--profile", "public-vds", "--limit", "node3")
+    lab.sh("node3", "sysctl -qw net.ipv4.tcp_synack_retries=4")
+    p = lab.netfix("rollback", "--limit", "node3", check_rc=1)
+    assert "net.ipv4.tcp_synack_retries: found '4', netfix wrote '3'" in p.stdout
+    assert "--force" in p.stdout
+    assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == "4"  # nothing restored
+    assert lab.sysctl("node3", "net.netfilter.nf_conntrack_udp_timeout") == "15"
+    lab.netfix("rollback", "--limit", "node3", "--force")
+    assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == before
+    assert lab.sysctl("node3", "net.netfilter.nf_conntrack_udp_timeout") != "15"
+
+
+def test_shadowing_file_and_kube_proxy_are_flagged(lab):
+    lab.sh("node1", "printf 'net.core.somaxconn = 1024\\n' > /etc/sysctl.d/99-zz-local.conf")
+    kp = lab.dir / "kube-proxy"
+    kp.write_text("#!/bin/sh\nsleep 300\n")
+    kp.chmod(0o755)
+    lab.sh("node1", f"setsid {kp} --conntrack-max-per-core=65536 "
+           "--conntrack-tcp-timeout-close-wait=1h0m0s >/dev/null 2>&1 < /dev/null &")
+    try:
+        plan = lab.plan_json("--profile", "public-vds", "--limit", "node1")
+        ch = by_target(plan, "node1")
+        som = ch["net.core.somaxconn"]
+        assert "shadowed" in som["flags"] and som["boot"] == "1024"
+        assert "/etc/sysctl.d/99-zz-local.conf" in " ".join(som["notes"])
+        mx = ch["net.netfilter.nf_conntrack_max"]
+        assert "other-writer" in mx["flags"], mx
+        assert "kube-proxy (pid" in " ".join(mx["notes"])
+        # node2 has no kube-proxy: no flag there
+        ch2 = by_target(lab.plan_json("--profile", "public-vds", "--limit", "node2"), "node2")
+        assert "other-writer" not in ch2["net.netfilter.nf_conntrack_max"]["flags"]
+    finally:
+        lab.sh("node1", "rm -f /etc/sysctl.d/99-zz-local.conf; pkill -f kube-proxy || true")

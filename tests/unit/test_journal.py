@@ -1,0 +1,129 @@
+"""The on-node apply script, run for real by sh against files in a temp dir.
+
+"value" steps work on any single-value file, so temp files stand in for /proc/sys here;
+the integration tests run the same script against real sysctls on lab nodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+from netfix import journal
+from netfix.journal import Step, Tx
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def run(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True)
+
+
+def make(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    state = tmp_path / "state"
+    val = tmp_path / "value"
+    val.write_text("10\n")
+    existing = tmp_path / "etc" / "existing.conf"
+    existing.parent.mkdir()
+    existing.write_bytes(b"old content\nno newline at end")
+    created = tmp_path / "etc" / "new.conf"
+    return state, val, existing, created
+
+
+def tx_for(val: Path, existing: Path, created: Path) -> Tx:
+    steps = [
+        Step("sysctl", "k", "value", str(val), "10", "20"),
+        Step("sysctl", str(existing), "file", str(existing),
+             b64(existing.read_bytes()), b64(b"new\n")),
+        Step("sysctl", str(created), "file", str(created), None, b64(b"created\n")),
+    ]
+    return Tx(journal.new_id(), "apply", "h", "p", steps)
+
+
+def test_apply_then_inverse_restores_bytes(tmp_path):
+    state, val, existing, created = make(tmp_path)
+    before = existing.read_bytes()
+    tx = tx_for(val, existing, created)
+    r = run(journal.script(tx, state_dir=str(state)))
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert val.read_text() == "20\n"
+    assert existing.read_bytes() == b"new\n"
+    assert created.read_bytes() == b"created\n"
+    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout)
+    assert [t.id for t in txs] == [tx.id] and txs[0].status.startswith("applied")
+    assert txs[0].steps[1].old == b64(before)
+
+    back = journal.inverse(txs[0], journal.new_id())
+    r = run(journal.script(back, marks={tx.id: f"rolled-back {back.id}"}, state_dir=str(state)))
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert val.read_text() == "10\n"
+    assert existing.read_bytes() == before
+    assert not created.exists()
+    statuses = {t.id: t.status for t in
+                journal.parse_journal(run(journal.journal_script(str(state))).stdout)}
+    assert statuses[tx.id].startswith(f"rolled-back {back.id}")
+    assert statuses[back.id].startswith("applied")
+
+
+def test_stale_value_changes_nothing(tmp_path):
+    state, val, existing, created = make(tmp_path)
+    tx = tx_for(val, existing, created)
+    val.write_text("11\n")  # someone changed it after the plan
+    r = run(journal.script(tx, state_dir=str(state)))
+    assert r.returncode == journal.STALE
+    assert f"STALE\t{val}\t11" in r.stdout
+    assert val.read_text() == "11\n" and existing.read_bytes().startswith(b"old")
+    assert not created.exists()
+    assert not list((state / "tx").glob("*.json"))  # no journal for a run that never began
+
+
+def test_failure_half_way_restores_everything(tmp_path):
+    state, val, existing, created = make(tmp_path)
+    before = existing.read_bytes()
+    tx = tx_for(val, existing, created)
+    # The 4th step fails after three succeeded: its parent is a file, not a directory
+    # (permissions would not stop root).
+    (tmp_path / "file-not-dir").write_text("")
+    bad = str(tmp_path / "file-not-dir" / "x.conf")
+    tx.steps.append(Step("sysctl", "x", "file", bad, None, b64(b"x\n")))
+    r = run(journal.script(tx, state_dir=str(state)))
+    assert r.returncode == journal.FAILED, r.stdout + r.stderr
+    assert "FAILED\t4" in r.stdout
+    assert val.read_text() == "10\n"
+    assert existing.read_bytes() == before
+    assert not created.exists()
+    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout)
+    assert txs[0].status.startswith("failed-restored")
+
+
+def test_value_the_kernel_rejects_is_a_failure(tmp_path):
+    state, val, existing, created = make(tmp_path)
+    ro = tmp_path / "ro-dir"
+    ro.mkdir()
+    tx = Tx(journal.new_id(), "apply", "h", "p", [
+        Step("sysctl", "k", "value", str(val), "10", "20"),
+        Step("sysctl", "k2", "value", str(ro), "", "1"),  # a dir: the write fails
+    ])
+    r = run(journal.script(tx, check=False, state_dir=str(state)))
+    assert r.returncode == journal.FAILED
+    assert val.read_text() == "10\n"
+
+
+def test_lock_is_exclusive(tmp_path):
+    state, val, existing, created = make(tmp_path)
+    state.mkdir()
+    holder = subprocess.Popen(["flock", str(state / "lock"), "sleep", "5"])
+    try:
+        import time
+
+        time.sleep(0.2)
+        script = journal.script(tx_for(val, existing, created), state_dir=str(state))
+        script = script.replace("flock -w 30 9", "flock -w 0.2 9")
+        r = run(script)
+        assert r.returncode == journal.LOCKED
+        assert val.read_text() == "10\n"
+    finally:
+        holder.kill()
