@@ -79,15 +79,24 @@ def sections(profile: Profile) -> list[tuple[object, dict]]:
 
 
 def plan_host(host: Host, profile: Profile) -> HostPlan:
+    return diff_host(host, profile)[0]
+
+
+def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple[HostPlan, Facts]:
+    """One round trip: gather what the profile's knobs need (plus `extra`, e.g. the
+    journal for drift), then diff. Returns the facts too for callers that read `extra`."""
     ctx = knobs.Context(profile.name)
     needs = Needs()
     for mod, section in sections(profile):
         needs.update(mod.needs(section, ctx))
+    if extra:
+        needs.update(extra)
     facts = gather(host, needs)
     changes = []
     for mod, section in sections(profile):
         changes += mod.diff(section, facts, ctx)
-    return HostPlan(host.name, profile.name, changes, fingerprint(changes), info=facts.summary())
+    hp = HostPlan(host.name, profile.name, changes, fingerprint(changes), info=facts.summary())
+    return hp, facts
 
 
 def make_plan(hosts: list[Host], profile: str | None = None,

@@ -171,3 +171,34 @@ def test_shadowing_file_and_kube_proxy_are_flagged(lab):
         assert "other-writer" not in ch2["net.netfilter.nf_conntrack_max"]["flags"]
     finally:
         lab.sh("node1", "rm -f /etc/sysctl.d/99-zz-local.conf; pkill -f kube-proxy || true")
+
+
+def test_serial_batches_stop_at_max_fail(lab, tmp_path):
+    import yaml
+
+    data = yaml.safe_load(lab.inventory.read_text())
+    data["hosts"] = {"ghost": {"ssh_host": "10.251.0.98", "connect_timeout": 1},
+                     **data["hosts"]}
+    data["groups"]["lab"]["hosts"] = ["ghost", "node1", "node2"]
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = lab.sysctl("node1", "net.ipv4.tcp_synack_retries")
+    p = lab.netfix("apply", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
+                   "--serial", "1", "--max-fail", "0", "--json", check_rc=1)
+    status = {r["host"]: r["status"] for r in json.loads(p.stdout)}
+    assert status == {"ghost": "error", "node1": "skipped", "node2": "skipped"}
+    assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == before
+
+
+def test_rollback_from_another_controller(lab, tmp_path):
+    """Nothing on the controller is needed: another HOME and a copied inventory will do."""
+    before = lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout")
+    lab.netfix("apply", "--profile", "public-vds", "--limit", "node2")
+    assert lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout") == "10"
+    other = tmp_path / "other-controller"
+    other.mkdir()
+    inv = other / "inventory.yaml"
+    inv.write_text(lab.inventory.read_text())
+    lab.netfix("rollback", "-i", str(inv), "--limit", "node2",
+               env={"HOME": str(other), "XDG_CACHE_HOME": str(other)})
+    assert lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout") == before
