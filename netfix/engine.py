@@ -19,6 +19,7 @@ from netfix.inventory import Host
 from netfix.journal import Step, Tx
 from netfix.plan import HostPlan, Plan, fingerprint
 from netfix.profile import Profile, load_profile
+from netfix.util import norm
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -189,7 +190,7 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
                 if fresh.fingerprint != hp.fingerprint:
                     return HostResult(host.name, "stale", False, "the node changed since the "
                                       "plan was saved; nothing was changed: run plan again")
-            steps = [Step(c.knob, c.target, op.kind, op.path, op.old, op.new)
+            steps = [Step(c.knob, c.target, op.kind, op.path, op.old, op.new, op.read, op.set)
                      for c in hp.pending for op in c.ops]
             if not steps:
                 return HostResult(host.name, "no-changes", True, "already as planned")
@@ -234,6 +235,8 @@ def _pick(txs: list[Tx], tx_id: str | None) -> Tx:
 def _found(facts: Facts, step: Step) -> str | None:
     if step.kind == "value":
         return facts.value(step.path).value
+    if step.kind == "cmd":
+        return norm(facts.scripts.get(step.path))
     content = facts.files.get(step.path)
     return None if content is None else base64.b64encode(content).decode()
 
@@ -242,7 +245,9 @@ def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> 
     try:
         target = _pick(read_journal(host), tx_id)
         needs = Needs(paths={s.path for s in target.steps if s.kind == "value"},
-                      files={s.path for s in target.steps if s.kind == "file"})
+                      files={s.path for s in target.steps if s.kind == "file"},
+                      scripts={s.path: s.read for s in target.steps
+                               if s.kind == "cmd" and s.read})
         facts = gather(host, needs)
         found = {s.path: _found(facts, s) for s in target.steps}
         # Only what netfix wrote may be put back: the last step on a path holds its final value.
@@ -265,7 +270,7 @@ def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> 
 
 
 def _show(step: Step, value: str | None) -> str:
-    if step.kind == "value":
+    if step.kind != "file":
         return repr(value)
     return "absent" if value is None else f"file of {len(base64.b64decode(value))} bytes"
 

@@ -37,9 +37,11 @@ class Step:
     path: str
     old: str | None
     new: str | None
+    read: str | None = None
+    set: str | None = None
 
     def op(self) -> Op:
-        return Op(self.kind, self.path, self.old, self.new)
+        return Op(self.kind, self.path, self.old, self.new, self.read, self.set)
 
 
 @dataclass
@@ -99,6 +101,8 @@ wfile() { t="$(dirname "$1")/.$(basename "$1").netfix.$$"
   { mkdir -p "$(dirname "$1")" && printf '%%s' "$2" | base64 -d > "$t" &&
     { [ ! -e "$1" ] || chmod --reference="$1" "$t"; } && sync "$t" && mv -f "$t" "$1" &&
     sync "$(dirname "$1")"; } 2>"$E" || { rm -f "$t"; echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
+wcmd() { ( set_$1 "$2" ) >"$E" 2>&1 && [ "$(read_$1 | tr -s ' \t\n' '   ' | sed 's/^ *//; s/ *$//')" = "$2" ] || {
+  echo "step $1: state is '$(read_$1 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"; return 1; }; }
 rmfile() { { rm -f "$1" && sync "$(dirname "$1")"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
 status() { printf '%%s %%s\n' "$2" "$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" > "$TXD/$1.status.tmp" &&
   sync "$TXD/$1.status.tmp" && mv -f "$TXD/$1.status.tmp" "$TXD/$1.status"; }
@@ -107,13 +111,15 @@ stale() { printf 'STALE\t%%s\t%%s\n' "$1" "$2"; S=1; }
 """
 
 
-def _do(kind: str, path: str, value: str | None) -> str:
+def _do(s: Step, i: int, value: str | None) -> str:
     q = shlex.quote
-    if kind == "value":
-        return f"wval {q(path)} {q(value or '')}"
+    if s.kind == "value":
+        return f"wval {q(s.path)} {q(value or '')}"
+    if s.kind == "cmd":
+        return f"wcmd {i} {q(value or '')}"
     if value is None:
-        return f"rmfile {q(path)}"
-    return f"wfile {q(path)} {q(value)}"
+        return f"rmfile {q(s.path)}"
+    return f"wfile {q(s.path)} {q(value)}"
 
 
 def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
@@ -122,9 +128,16 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
     `marks` sets other transactions' status on success (a rollback marks its target)."""
     q = shlex.quote
     out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
+    for i, s in enumerate(tx.steps, 1):
+        if s.kind == "cmd":
+            out.append(f"read_{i}() {{ {s.read}\n}}")
+            out.append(f"set_{i}() {{ {s.set}\n}}")
     if check:
-        for s in tx.steps:
-            if s.kind == "value":
+        for i, s in enumerate(tx.steps, 1):
+            if s.kind == "cmd":
+                out.append(f'x=$(read_{i} 2>/dev/null | tr -s " \\t\\n" "   " | sed "s/^ *//; s/ *$//"); '
+                           f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
+            elif s.kind == "value":
                 out.append(f'x=$(cur {q(s.path)} 2>/dev/null); '
                            f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
             else:
@@ -136,7 +149,7 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
                " exit 10; }")
     out.append('status "$TX" applying || { echo "ERROR cannot write journal status"; exit 10; }')
     for i, s in enumerate(tx.steps, 1):
-        out.append(f"undo_{i}() {{ {_do(s.kind, s.path, s.old)}; }}")
+        out.append(f"undo_{i}() {{ {_do(s, i, s.old)}; }}")
     out.append(r"""fail() { printf 'FAILED\t%s\t%s\n' "$1" "$(cat "$E.why" 2>/dev/null)"; R=0; i=$1
   undo_$i 2>/dev/null; i=$((i-1))  # a failed write or mv leaves its target as it was
   while [ "$i" -ge 1 ]; do undo_$i || { R=1; printf 'UNDO-FAILED\t%s\t%s\n' "$i" "$(cat "$E.why")"; }
@@ -144,7 +157,7 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
   if [ $R = 0 ]; then status "$TX" failed-restored; rm -f "$E" "$E.why"; exit 13; fi
   status "$TX" failed-restore-incomplete; exit 14; }""")
     for i, s in enumerate(tx.steps, 1):
-        out.append(f"{_do(s.kind, s.path, s.new)} || fail {i}")
+        out.append(f"{_do(s, i, s.new)} || fail {i}")
     for other, state in (marks or {}).items():
         out.append(f"status {q(other)} {q(state)}")
     out.append('status "$TX" applied; rm -f "$E" "$E.why"; echo "DONE $TX"')
@@ -157,7 +170,7 @@ def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = No
     steps = []
     for s in reversed(tx.steps):
         found = current[s.path] if current and s.path in current else s.new
-        steps.append(Step(s.knob, s.target, s.kind, s.path, found, s.old))
+        steps.append(Step(s.knob, s.target, s.kind, s.path, found, s.old, s.read, s.set))
     return Tx(rollback_id, "rollback", tx.host, tx.profile, steps, rolls_back=tx.id)
 
 

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -264,6 +265,24 @@ def _find_init(netns: str) -> int | None:
     return None
 
 
+def _adopt(lab_dir: Path, netns: str) -> LabNode | None:
+    """A live node of this lab dir whose state entry was lost (crash while writing it)."""
+    m = re.fullmatch(re.escape(NETNS_PREFIX) + r"(\d+)", netns)
+    pid = _find_init(netns)
+    if m is None or pid is None:
+        return None
+    index = int(m.group(1))
+    ndir = lab_dir / "nodes" / node_name(index)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return None
+    # The pid-1 script names the node's own sshd_config, which ties it to this lab dir.
+    if f"{ndir}/sshd_config" not in cmdline or not (ndir / "ssh_host_ed25519_key.pub").exists():
+        return None
+    return LabNode(name=node_name(index), netns=netns, address=node_address(index), pid=pid)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -319,14 +338,14 @@ def _node_script(lab_dir: Path, index: int, binds: list[tuple[str, str]], create
         "set -e",
         # Copies of every netns mount would pin other nodes' namespaces and make
         # `ip netns del` fail with EBUSY while this node runs.
-        "umount -l /run/netns 2>/dev/null || true",
+        "umount -n -l /run/netns 2>/dev/null || true",
     ]
     for target in OVERLAID:
         if not os.path.isdir(target):
             continue
         base = ndir / "overlay" / target.strip("/").replace("/", "_")
         lines.append(
-            "mount -t overlay netfix-lab -o "
+            "mount -n -t overlay netfix-lab -o "
             + q(f"lowerdir={target},upperdir={base}/upper,workdir={base}/work")
             + f" {q(target)}"
         )
@@ -337,16 +356,16 @@ def _node_script(lab_dir: Path, index: int, binds: list[tuple[str, str]], create
     for path in PRIVATE_FILES:
         lines.append(f"[ -e {q(path)} ] || : > {q(path)}")
     for src, dst in binds:
-        lines.append(f"mount --bind {q(src)} {q(dst)}")
+        lines.append(f"mount -n --bind {q(src)} {q(dst)}")
     lines += [
         # Host-global sysctls must not be writable from a node; net.* is per-netns.
-        "mount --bind /proc/sys /proc/sys",
-        "mount -o remount,bind,ro /proc/sys",
-        "mount --bind /proc/sys/net /proc/sys/net",
-        "mount -o remount,bind,rw /proc/sys/net",
+        "mount -n --bind /proc/sys /proc/sys",
+        "mount -n -o remount,bind,ro /proc/sys",
+        "mount -n --bind /proc/sys/net /proc/sys/net",
+        "mount -n -o remount,bind,rw /proc/sys/net",
         # Module parameters (nf_conntrack hashsize, ...) are host-global too.
-        "mount --bind /sys/module /sys/module",
-        "mount -o remount,bind,ro /sys/module",
+        "mount -n --bind /sys/module /sys/module",
+        "mount -n -o remount,bind,ro /sys/module",
         f"/usr/sbin/sshd -D -f {q(str(ndir / 'sshd_config'))} -E {q(str(ndir / 'sshd.log'))} &",
         # pid 1 must reap: orphans of the node (kube-proxy stand-ins, ...) land here.
         "wait",
@@ -505,10 +524,14 @@ def _wait_sshd(lab_dir: Path, nodes: list[LabNode]) -> None:
                 pass
             if not _proc_alive(node.pid) or time.monotonic() > deadline:
                 ndir = lab_dir / "nodes" / node.name
-                why = "exited" if not _proc_alive(node.pid) else "did not accept connections"
+                why = (
+                    "exited"
+                    if not _proc_alive(node.pid)
+                    else f"did not accept connections within {SSHD_START_TIMEOUT:.0f} s"
+                )
                 raise NetfixError(
-                    f"lab {node.name}: sshd on {node.address}:{SSH_PORT} {why} within "
-                    f"{SSHD_START_TIMEOUT:.0f} s; run `netfix lab down` to clean up.\n"
+                    f"lab {node.name}: sshd on {node.address}:{SSH_PORT} {why}; "
+                    "run `netfix lab down` to clean up.\n"
                     f"sshd log ({ndir / 'sshd.log'}):\n{_tail(ndir / 'sshd.log')}\n"
                     f"node log ({ndir / 'init.log'}):\n{_tail(ndir / 'init.log')}"
                 )
@@ -578,6 +601,12 @@ def lab_up(
     for ns in _lab_netns():
         if ns in running_ns:
             continue
+        adopted = _adopt(lab_dir, ns)
+        if adopted is not None:
+            running.append(adopted)
+            running_ns.add(ns)
+            say(f"{adopted.name} found running without state; kept it")
+            continue
         if any(_proc_alive(p) for p in _netns_pids(ns)):
             raise NetfixError(
                 f"network namespace {ns} is in use by a lab that {lab_dir}/state.json does "
@@ -633,15 +662,11 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> list[str]:
     lab_dir = Path(lab_dir).absolute()
     removed: list[str] = []
 
-    # Every netns with the lab prefix goes, also those of a crashed run without state.
+    # Every netns with the lab prefix goes, also those of a crashed run without state:
+    # whatever runs in them belongs to the lab, so no pid from a stale state file is needed.
     namespaces = sorted(set(_lab_netns()), key=lambda s: (len(s), s))
-    victims: dict[int, str] = {}
-    for node in _read_state(lab_dir):
-        if _node_alive(node):
-            victims[node.pid] = node.name
-    for ns in namespaces:
-        for pid in _netns_pids(ns):
-            victims.setdefault(pid, ns)
+    victims = {pid: ns for ns in namespaces for pid in _netns_pids(ns)}
+    inits = {pid: ns for pid, ns in victims.items() if _ns_pid1(pid)}
     for pid in victims:
         try:
             # SIGKILL: pid 1 of a pid namespace ignores SIGTERM, and its death takes every
@@ -652,9 +677,8 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> list[str]:
     deadline = time.monotonic() + KILL_TIMEOUT
     while any(_proc_alive(p) for p in victims) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for pid, what in victims.items():
-        if _ns_pid1(pid) or what.startswith("node"):
-            removed.append(f"node {what} (pid {pid})")
+    for pid, ns in inits.items():
+        removed.append(f"node {node_name(int(ns[len(NETNS_PREFIX) :]))} (pid {pid})")
     with _spawned_lock:
         for pid, proc in list(_spawned.items()):
             try:
@@ -678,22 +702,23 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> list[str]:
     for link in sorted(_lab_links(), key=lambda s: (s != BRIDGE, len(s), s)):
         if link == BRIDGE:
             continue
-        if _run(["ip", "link", "del", link], check=False).returncode == 0:
+        deleted = _run(["ip", "link", "del", link], check=False).returncode == 0
+        # A node's veth goes with its netns (the kernel just has not got to it yet).
+        if deleted and f"{NETNS_PREFIX}{link[len(LINK_PREFIX) :]}" not in namespaces:
             removed.append(f"link {link}")
     if BRIDGE in _lab_links():
         _run(["ip", "link", "del", BRIDGE])
         removed.append(f"link {BRIDGE}")
 
-    if lab_dir.is_dir():
-        # Only what the lab wrote, so a mistyped NETFIX_LAB_DIR cannot wipe a real dir.
-        for entry in LAB_ENTRIES:
-            path = lab_dir / entry
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-        for tmp in lab_dir.glob("*.tmp"):
-            tmp.unlink()
+    # Only what the lab wrote, so a mistyped NETFIX_LAB_DIR cannot wipe a real dir.
+    names = [*LAB_ENTRIES, *(e + ".tmp" for e in LAB_ENTRIES)]
+    ours = [lab_dir / n for n in names if os.path.lexists(lab_dir / n)]
+    for path in ours:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if ours:
         try:
             lab_dir.rmdir()
             removed.append(f"dir {lab_dir}")
@@ -719,16 +744,23 @@ def node_exec(
             raise NetfixError(f"lab node {node} is not running (no live netns {ns})")
         node = LabNode(name=node, netns=ns, address=node_address(_index_of(node)), pid=pid)
     cmd = ["sh", "-c", argv] if isinstance(argv, str) else list(argv)
-    proc = subprocess.run(
-        ["nsenter", "-t", str(node.pid), "-n", "-m", "-p", "-u", "--", *cmd],
-        input=input,
-        capture_output=True,
-        # The host's environment (pyenv shims, venvs) means nothing inside the node.
-        env={"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"},
-        cwd="/",
-    )
-    out = proc.stdout.decode(errors="replace")
-    err = proc.stderr.decode(errors="replace")
+    # Files, not pipes: a command that leaves a daemon behind (`sleep 1000 &`, a fake
+    # kube-proxy) would otherwise hold the pipe open and block us until it exits.
+    with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        proc = subprocess.run(
+            ["nsenter", "-t", str(node.pid), "-n", "-m", "-p", "-u", "--", *cmd],
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=fout,
+            stderr=ferr,
+            # The host's environment (pyenv shims, venvs) means nothing inside the node.
+            env={"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"},
+            cwd="/",
+        )
+        fout.seek(0)
+        ferr.seek(0)
+        out = fout.read().decode(errors="replace")
+        err = ferr.read().decode(errors="replace")
     if check and proc.returncode != 0:
         raise NodeExecError(node.name, proc.returncode, cmd, out, err)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

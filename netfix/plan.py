@@ -32,12 +32,18 @@ class Op:
 
     kind "value": a /proc/sys or /sys file holding one value (whitespace-normalised text).
     kind "file": a whole file; old/new are base64 content, None meaning absent.
+    kind "cmd": state behind a command (ethtool, nft, ip...): `read` is sh that prints the
+    current state, `set` is sh that sets the state given as "$1"; `path` is a unique label.
+    Both are built by knobs from validated values only, and stored in the journal so a
+    rollback from another controller can run them.
     """
 
     kind: str
     path: str
     old: str | None
     new: str | None
+    read: str | None = None
+    set: str | None = None
 
 
 @dataclass

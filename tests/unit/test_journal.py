@@ -127,3 +127,37 @@ def test_lock_is_exclusive(tmp_path):
         assert val.read_text() == "10\n"
     finally:
         holder.kill()
+
+
+def test_cmd_steps_apply_check_and_undo(tmp_path):
+    """A "cmd" step (ethtool, nft...) is read and set by sh snippets stored in the journal."""
+    state = tmp_path / "state"
+    dev = tmp_path / "dev-state"
+    dev.write_text("gro on\n")
+    read = f"cat {dev}"
+    set_ = f"printf '%s\\n' \"$1\" > {dev}"
+    ok = Step("nic", "eth1 gro", "cmd", "nic:eth1:gro", "gro on", "gro off", read, set_)
+    tx = Tx(journal.new_id(), "apply", "h", "p", [ok])
+    r = run(journal.script(tx, state_dir=str(state)))
+    assert r.returncode == journal.OK, r.stdout
+    assert dev.read_text() == "gro off\n"
+    back = journal.inverse(journal.parse_journal(
+        run(journal.journal_script(str(state))).stdout)[0], journal.new_id())
+    assert back.steps[0].read == read and back.steps[0].set == set_
+    assert run(journal.script(back, state_dir=str(state))).returncode == journal.OK
+    assert dev.read_text() == "gro on\n"
+    # stale: the state moved since the plan
+    dev.write_text("gro maybe\n")
+    r = run(journal.script(tx, state_dir=str(state)))
+    assert r.returncode == journal.STALE and "gro maybe" in r.stdout
+    # a set that the device refuses (state does not become what was asked) is undone
+    dev.write_text("gro on\n")
+    other = tmp_path / "other"
+    other.write_text("1\n")
+    refuse = Step("nic", "eth1 lro", "cmd", "nic:eth1:lro", "lro off", "lro on",
+                  f"cat {dev}", "echo 'Operation not supported' >&2; exit 1")
+    first = Step("sysctl", "k", "value", str(other), "1", "2")
+    r = run(journal.script(Tx(journal.new_id(), "apply", "h", "p", [first, refuse]),
+                           check=False, state_dir=str(state)))
+    assert r.returncode == journal.FAILED and "Operation not supported" in r.stdout
+    assert other.read_text() == "1\n"
