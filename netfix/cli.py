@@ -180,6 +180,77 @@ def history(inventory, limit, as_json) -> None:
         sys.exit(1)
 
 
+class DriftCommand(click.Command):
+    """Usage errors exit 1 here, not click's 2: for drift, 2 tells CI "drift found", and a
+    typo in a pipeline must not read as drift."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            e.exit_code = 1
+            raise
+
+
+@main.command(cls=DriftCommand)
+@inventory_options
+@click.option("-p", "--profile", metavar="NAME", help="Profile for every host (overrides the "
+              "inventory's `profile:`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema "
+              "netfix-drift/v1, see docs/drift-report.md); one line per check with --watch.")
+@click.option("--junit", "junit_file", metavar="FILE", help="Write a JUnit XML report: a test "
+              "suite per host, a test case per host and knob target.")
+@click.option("--prometheus", "prom_file", metavar="FILE", help="Write node_exporter textfile "
+              "collector metrics (drift per host and knob, last check time, check errors).")
+@click.option("--markdown", "md_file", metavar="FILE", help="Write a short Markdown summary "
+              "(e.g. $GITHUB_STEP_SUMMARY).")
+@click.option("--watch", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Check again every SECONDS, rewriting the report files each time. Never "
+              "applies anything.")
+@click.option("--count", type=click.IntRange(min=1), metavar="N",
+              help="With --watch: stop after N checks (exit code of the last one).")
+def drift(inventory, limit, profile, as_json, junit_file, prom_file, md_file, watch,
+          count) -> None:
+    """Report where nodes drifted from their profile, reading each node once (read-only).
+
+    \b
+    Kinds: live (running value differs), persisted (file differs or missing: changes at
+    next reboot), edited (a netfix file changed by hand), shadowed (a later sysctl.d file
+    wins at boot), other-writer (kube-proxy will overwrite it), unconfirmed (a --confirm
+    transaction never confirmed). Values not settable on a node are shown as info only.
+    Exit codes: 0 no drift, 2 drift, 1 error (any host could not be checked)."""
+    from netfix import drift as driftmod
+    from netfix import render, report
+
+    if count is not None and watch is None:
+        raise NetfixError("--count needs --watch")
+    hosts = select(inventory, limit)
+
+    def emit(result: driftmod.DriftReport, n: int) -> None:
+        report.write_reports(result, junit_file, prom_file, md_file)
+        if as_json:
+            click.echo(report.to_json(result, indent=None if watch else 2))
+        else:
+            render.drift_table(result)
+        for h in result.hosts:
+            if h.error:
+                click.echo(f"netfix: drift check failed on {h.host}: {h.error}", err=True)
+        if watch:
+            click.echo(f"netfix: check {n}{f'/{count}' if count else ''}: "
+                       f"{report.headline(result)}", err=True)
+
+    show = progress if sys.stderr.isatty() else None
+    if watch:
+        try:
+            last = driftmod.watch(hosts, profile, watch, count, emit, show)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    else:
+        last = driftmod.check(hosts, profile, show)
+        emit(last, 1)
+    sys.exit(last.exit_code)
+
+
 @main.group()
 def profiles() -> None:
     """List, show and validate profiles."""

@@ -130,6 +130,11 @@ def node_address(index: int) -> str:
     return f"10.251.0.{10 + index}"
 
 
+def node_mac(index: int) -> str:
+    # Locally administered, unicast, and derived from the address for easy reading.
+    return f"02:00:0a:fb:00:{10 + index:02x}"
+
+
 def node_inner_address(index: int) -> str:
     return f"10.252.{index}.1"
 
@@ -448,8 +453,11 @@ def _setup_links(indexes: list[int]) -> None:
         ns = node_netns(i)
         root_cmds += [
             f"netns add {ns}",
-            f"link add {LINK_PREFIX}{i} type veth peer name eth0 netns {ns}",
+            # A fixed MAC per node: a rebuilt node would otherwise be unreachable until
+            # the host's neighbour entry for its address (pointing at the old MAC) expires.
+            f"link add {LINK_PREFIX}{i} type veth peer name eth0 address {node_mac(i)} netns {ns}",
             f"link set {LINK_PREFIX}{i} master {BRIDGE} up",
+            f"neigh flush to {node_address(i)} dev {BRIDGE}",
         ]
     _run(["ip", "-batch", "-"], input="\n".join(root_cmds) + "\n")
     for i in indexes:

@@ -98,3 +98,35 @@ def history_table(rows: list) -> None:
             t.add_row(host.name, tx.id, kind, tx.profile or "", str(len(tx.steps)), tx.status,
                       f"{tx.user}@{tx.controller}")
     con.print(t)
+
+
+def drift_table(report) -> None:  # report: netfix.drift.DriftReport
+    """Per host: drift items (kind, knob, target, expected, actual, detail), then the targets
+    that are not settable on this node as dim info rows, then one summary line."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    from netfix.report import headline
+
+    con = console()
+    for h in report.hosts:
+        # Values and details come from nodes and files: print them as text, never as markup.
+        if h.error:
+            con.print(f"[bold red]{escape(h.host)}[/]: ERROR {escape(h.error)}")
+            continue
+        con.print(f"[bold]{escape(h.host)}[/] (profile {escape(str(h.profile))}): "
+                  + (f"{len(h.items)} drift item(s)" if h.items else "no drift")
+                  + (f", {len(h.info)} not applicable here" if h.info else ""))
+        if not h.items and not h.info:
+            continue
+        t = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
+        for col in ("kind", "knob", "target", "expected", "actual", "detail"):
+            t.add_column(col, overflow="fold")
+        rows = [(i.kind, i, "yellow") for i in h.items] + \
+            [(f"info: {i.kind}", i, "dim") for i in h.info]
+        for kind, i, style in rows:
+            t.add_row(*(Text(str(v)) for v in (kind, i.knob, i.target, i.expected, i.actual,
+                                                i.detail)), style=style)
+        con.print(t)
+    con.print(Text(f"Drift: {headline(report)}"))

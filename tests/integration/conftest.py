@@ -32,9 +32,20 @@ def need_lab() -> None:
         pytest.skip(problem)
 
 
-@pytest.fixture(scope="session")
-def lab():
-    """Three lab nodes for the whole session; tests must leave them as they found them."""
+@pytest.fixture(scope="module")
+def lab_lock():
+    """Lab names are global on the machine: test runs in parallel take turns."""
+    import fcntl
+
+    with open("/run/netfix-lab-tests.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="module")
+def lab(lab_lock):  # noqa: ARG001
+    """Three lab nodes per test module (0.1 s a node); tests in a module must leave them as
+    they found them. Per module, so that test_lab.py can own the whole lab for itself."""
     need_lab()
     from netfix import lab as labmod
 

@@ -28,7 +28,7 @@ def by_target(plan, host):
     return {c["target"]: c for c in hp["changes"]}
 
 
-def test_plan_apply_replan_rollback_history(lab):
+def test_plan_apply_replan_rollback_history(lab, tmp_path):
     before_vals, before_files = snapshot(lab, "node1")
     plan = lab.plan_json("--profile", "public-vds", "--limit", "node1")
     ch = by_target(plan, "node1")
@@ -36,11 +36,15 @@ def test_plan_apply_replan_rollback_history(lab):
     assert ch["net.ipv4.tcp_synack_retries"]["current"] == \
         before_vals["net.ipv4.tcp_synack_retries"]
     assert ch["net.netfilter.nf_conntrack_udp_timeout"]["action"] == "update"
-    # host-global in a network namespace: reported per key, never applied
+    # host-global in a network namespace: reported per key, never applied (a max that
+    # differs from the host's, so that it would have to change)
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text("extends: public-vds\nconntrack: {max: 4194304}\n")
+    ch_big = by_target(lab.plan_json("--profile", str(bigger), "--limit", "node1"), "node1")
     for key in ("net.netfilter.nf_conntrack_max", "net.netfilter.nf_conntrack_buckets"):
-        assert ch[key]["action"] == "skip" and "not-settable" in ch[key]["flags"], ch[key]
-        assert "read-only" in " ".join(ch[key]["notes"]) or "host-global" in " ".join(
-            ch[key]["notes"])
+        assert ch_big[key]["action"] == "skip", ch_big[key]
+        assert "not-settable" in ch_big[key]["flags"]
+        assert "read-only" in " ".join(ch_big[key]["notes"])
     assert ch["/etc/sysctl.d/90-netfix.conf"]["action"] == "update"
 
     lab.netfix("apply", "--profile", "public-vds", "--limit", "node1")
@@ -67,7 +71,9 @@ def test_plan_apply_replan_rollback_history(lab):
 
     again = lab.netfix("plan", "--profile", "public-vds", "--limit", "node1",
                        "--detailed-exitcode")
-    assert "nothing to do" in again.stdout
+    assert "0 to change" in again.stdout and "Plan: 0 change(s)" in again.stdout
+    second = by_target(lab.plan_json("--profile", "public-vds", "--limit", "node1"), "node1")
+    assert [t for t, c in second.items() if c["action"] == "update"] == []
 
     lab.netfix("rollback", "--limit", "node1")
     after_vals, after_files = snapshot(lab, "node1")
@@ -83,17 +89,18 @@ def test_plan_apply_replan_rollback_history(lab):
 def test_failure_half_way_restores_the_host(lab, tmp_path):
     before_vals, before_files = snapshot(lab, "node2")
     prof = tmp_path / "bad-value.yaml"
-    # tcp_synack_retries is written first (sorted), then the kernel rejects syncookies=7
+    # The conntrack timeout and both conntrack files are written first; then the kernel
+    # rejects an inverted port range (EINVAL), half-way through the transaction.
     prof.write_text(textwrap.dedent("""\
-        description: the kernel refuses the second value
+        description: the kernel refuses a value half-way
         conntrack: {timeouts: {udp: 17}}
         sysctl:
+          net.ipv4.ip_local_port_range: "60000 1000"
           net.ipv4.tcp_synack_retries: 2
-          net.ipv4.tcp_syncookies: 7
         """))
     p = lab.netfix("apply", "--profile", str(prof), "--limit", "node2", check_rc=1)
     assert "failed-restored" in p.stdout and "node2" in p.stderr
-    assert "tcp_syncookies" in p.stdout
+    assert "ip_local_port_range" in p.stdout
     assert snapshot(lab, "node2") == (before_vals, before_files)
     hist = json.loads(lab.netfix("history", "--limit", "node2", "--json").stdout)["node2"]
     assert hist[-1]["status"].startswith("failed-restored")
@@ -170,7 +177,7 @@ def test_shadowing_file_and_kube_proxy_are_flagged(lab):
         ch2 = by_target(lab.plan_json("--profile", "public-vds", "--limit", "node2"), "node2")
         assert "other-writer" not in ch2["net.netfilter.nf_conntrack_max"]["flags"]
     finally:
-        lab.sh("node1", "rm -f /etc/sysctl.d/99-zz-local.conf; pkill -f kube-proxy || true")
+        lab.sh("node1", "rm -f /etc/sysctl.d/99-zz-local.conf; pkill -x kube-proxy || true")
 
 
 def test_serial_batches_stop_at_max_fail(lab, tmp_path):
