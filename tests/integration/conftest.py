@@ -43,7 +43,7 @@ def lab_lock():
 
 
 @pytest.fixture(scope="module")
-def lab(lab_lock):  # noqa: ARG001
+def lab(lab_lock):
     """Three lab nodes per test module (0.1 s a node); tests in a module must leave them as
     they found them. Per module, so that test_lab.py can own the whole lab for itself."""
     need_lab()
