@@ -83,21 +83,31 @@ def plan_host(host: Host, profile: Profile) -> HostPlan:
     return diff_host(host, profile)[0]
 
 
-def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple[HostPlan, Facts]:
-    """One round trip: gather what the profile's knobs need (plus `extra`, e.g. the
-    journal for drift), then diff. Returns the facts too for callers that read `extra`."""
+def needs_for(profile: Profile) -> Needs:
     ctx = knobs.Context(profile.name)
     needs = Needs()
     for mod, section in sections(profile):
         needs.update(mod.needs(section, ctx))
-    if extra:
-        needs.update(extra)
-    facts = gather(host, needs)
+    return needs
+
+
+def diff_facts(host: str, profile: Profile, facts: Facts) -> HostPlan:
+    """Pure: desired state and facts in, the host's plan out (no I/O)."""
+    ctx = knobs.Context(profile.name)
     changes = []
     for mod, section in sections(profile):
         changes += mod.diff(section, facts, ctx)
-    hp = HostPlan(host.name, profile.name, changes, fingerprint(changes), info=facts.summary())
-    return hp, facts
+    return HostPlan(host, profile.name, changes, fingerprint(changes), info=facts.summary())
+
+
+def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple[HostPlan, Facts]:
+    """One round trip: gather what the profile's knobs need (plus `extra`, e.g. the
+    journal for drift), then diff. Returns the facts too for callers that read `extra`."""
+    needs = needs_for(profile)
+    if extra:
+        needs.update(extra)
+    facts = gather(host, needs)
+    return diff_facts(host.name, profile, facts), facts
 
 
 def make_plan(hosts: list[Host], profile: str | None = None,

@@ -142,10 +142,8 @@ def parse(host: str, output: str) -> Facts:
             continue
         if not line.startswith(MARK + "\t"):
             continue
-        parts = line.split("\t", 4)
-        if len(parts) < 5:
-            continue
-        _, kind, name, state, payload = parts
+        # Pad: some runners (pyinfra) strip trailing whitespace, i.e. empty last fields.
+        _, kind, name, state, payload = (line.split("\t", 4) + ["", "", "", ""])[:5]
         if kind == "host":
             _set_host(facts, name, payload.strip())
         elif kind == "tool":

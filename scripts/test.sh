@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check netfix tests bench
 # Leftovers of an interrupted earlier run would collide with the lab's names.
-.venv/bin/netfix lab down >/dev/null 2>&1 || true
+flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
