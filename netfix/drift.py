@@ -10,6 +10,8 @@ round trip, and every change classified by why it exists:
 - shadowed     another sysctl.d file sorts later and wins at boot (the file is named)
 - other-writer another program (kube-proxy) will overwrite the value at its next start
 - unconfirmed  a transaction applied with --confirm that was never confirmed
+- incomplete   a transaction that never finished (controller cut off mid-way) or whose
+               undo failed: the node may hold part of it
 
 Changes that cannot be made on this node (not settable, no usable target) are not drift:
 they are kept as info so a report shows them without failing a pipeline. Nothing here
@@ -40,7 +42,10 @@ EDITED = "edited"
 SHADOWED_KIND = SHADOWED
 OTHER_WRITER_KIND = OTHER_WRITER
 UNCONFIRMED = "unconfirmed"
-KINDS = (LIVE, PERSISTED, EDITED, SHADOWED_KIND, OTHER_WRITER_KIND, UNCONFIRMED)
+INCOMPLETE = "incomplete"
+KINDS = (LIVE, PERSISTED, EDITED, SHADOWED_KIND, OTHER_WRITER_KIND, UNCONFIRMED, INCOMPLETE)
+# Journal states of a transaction that did not finish cleanly: the node may hold a mix.
+INCOMPLETE_STATUSES = ("applying", "failed-restore-incomplete")
 
 # Info kinds: reported, never counted as drift.
 INFO_NOT_SETTABLE = NOT_SETTABLE
@@ -208,6 +213,14 @@ def classify(hp: HostPlan, txs: list[Tx], checked_at: float | None = None) -> Ho
                 f"transaction {tx.id} (profile {tx.profile}, {len(tx.steps)} step(s), by "
                 f"{tx.user}@{tx.controller}) was applied with --confirm and never confirmed: "
                 f"confirm it or roll it back (netfix rollback --tx {tx.id})"))
+        elif tx.status.startswith(INCOMPLETE_STATUSES):
+            hd.checked.append((JOURNAL_KNOB, tx.id))
+            hd.items.append(DriftItem(
+                hp.host, JOURNAL_KNOB, tx.id, INCOMPLETE, "applied or restored",
+                tx.status.split()[0],
+                f"transaction {tx.id} stopped as '{tx.status.split()[0]}': some of its "
+                f"{len(tx.steps)} step(s) may be in force; inspect the node, then "
+                f"netfix rollback --tx {tx.id} --force"))
     return hd
 
 

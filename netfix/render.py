@@ -134,31 +134,30 @@ def history_table(rows: list) -> None:
 
 def drift_table(report) -> None:  # report: netfix.drift.DriftReport
     """Per host: drift items (kind, knob, target, expected, actual, detail), then the targets
-    that are not settable on this node as dim info rows, then one summary line."""
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
-
+    not settable on this node as `info:` rows, then one summary line. Same plain/rich
+    output as plan_table: a watcher prints this every few minutes, so it must stay cheap."""
     from netfix.report import headline
 
-    con = console()
+    out = Out()
     for h in report.hosts:
-        # Values and details come from nodes and files: print them as text, never as markup.
         if h.error:
-            con.print(f"[bold red]{escape(h.host)}[/]: ERROR {escape(h.error)}")
+            out.line(f"{h.host}: ERROR {h.error}", "bold red")
             continue
-        con.print(f"[bold]{escape(h.host)}[/] (profile {escape(str(h.profile))}): "
-                  + (f"{len(h.items)} drift item(s)" if h.items else "no drift")
-                  + (f", {len(h.info)} not applicable here" if h.info else ""))
+        out.line(f"{h.host} (profile {h.profile}): "
+                 + (f"{len(h.items)} drift item(s)" if h.items else "no drift")
+                 + (f", {len(h.info)} not applicable here" if h.info else ""), "bold")
         if not h.items and not h.info:
             continue
-        t = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
-        for col in ("kind", "knob", "target", "expected", "actual", "detail"):
-            t.add_column(col, overflow="fold")
-        rows = [(i.kind, i, "yellow") for i in h.items] + \
-            [(f"info: {i.kind}", i, "dim") for i in h.info]
-        for kind, i, style in rows:
-            t.add_row(*(Text(str(v)) for v in (kind, i.knob, i.target, i.expected, i.actual,
-                                                i.detail)), style=style)
-        con.print(t)
-    con.print(Text(f"Drift: {headline(report)}"))
+        rows = [(i.kind, i) for i in h.items] + [(f"info: {i.kind}", i) for i in h.info]
+        cells = [[kind, i.knob, i.target, str(i.expected), str(i.actual), i.detail]
+                 for kind, i in rows]
+        lines = columns(["kind", "knob", "target", "expected", "actual", "detail"], cells,
+                        out.width)
+        out.line(lines[0], "dim")
+        styles = ["yellow"] * len(h.items) + ["dim"] * len(h.info)
+        row = -1
+        for text in lines[1:]:
+            if not text.startswith(" "):  # continuation lines of a wrapped detail are indented
+                row += 1
+            out.line(text, styles[row])
+    out.line(f"Drift: {headline(report)}", "bold")

@@ -17,6 +17,7 @@ from typing import Any
 
 from netfix import __version__
 from netfix.drift import KINDS, SCHEMA, DriftItem, DriftReport, HostDrift
+from netfix.errors import NetfixError
 from netfix.util import atomic_write
 
 
@@ -115,9 +116,9 @@ def junit(report: DriftReport) -> bytes:
     reporters all read: one failure/error/skipped child per testcase at most."""
     root = ET.Element("testsuites", name="netfix drift")
     totals = Counter()
-    for h in report.hosts:
+    for n, h in enumerate(report.hosts):
         suite = ET.SubElement(root, "testsuite", name=_x(h.host), hostname=_x(h.host),
-                              id=str(len(root) - 1), package="netfix.drift",
+                              id=str(n), package="netfix.drift",
                               timestamp=_junit_time(h.checked_at), time=f"{h.duration:.3f}")
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="profile", value=_x(h.profile or ""))
@@ -157,7 +158,7 @@ def junit(report: DriftReport) -> bytes:
 METRICS = {
     "netfix_drift": "1 for each drift item found by the last check: host, knob, target and "
                     "kind of drift (live, persisted, edited, shadowed, other-writer, "
-                    "unconfirmed).",
+                    "unconfirmed, incomplete).",
     "netfix_drift_items": "Drift items found on the host by the last check; absent when the "
                           "check failed (see netfix_check_success).",
     "netfix_check_success": "1 if the last drift check of the host succeeded, 0 if it "
@@ -211,15 +212,23 @@ def prometheus(report: DriftReport) -> str:
 # ------------------------------------------------------------------------- Markdown
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _flat(text: object) -> str:
+    """One line, no control characters: a table cell must not break the Markdown table."""
+    return " ".join(_CONTROL.sub(" ", str("" if text is None else text)).split())
+
+
 def _md(text: object, limit: int = 160) -> str:
-    s = " ".join(str("" if text is None else text).split())
+    s = _flat(text)
     if len(s) > limit:
         s = s[:limit - 1] + "…"
     return re.sub(r"([\\|*_<>\[\]`])", r"\\\1", s)
 
 
 def _md_code(text: object) -> str:
-    s = " ".join(str("" if text is None else text).split())
+    s = _flat(text)
     if not s:
         return ""
     fence = "``" if "`" in s else "`"
@@ -280,6 +289,9 @@ def write_reports(report: DriftReport, junit_path: str | Path | None = None,
                          (prometheus_path, lambda r: prometheus(r).encode()),
                          (markdown_path, lambda r: markdown(r).encode())):
         if path:
-            atomic_write(Path(path), render(report))
+            try:
+                atomic_write(Path(path), render(report))
+            except OSError as e:
+                raise NetfixError(f"cannot write report {path}: {e.strerror or e}") from e
             written.append(Path(path))
     return written

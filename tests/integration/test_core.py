@@ -178,6 +178,7 @@ def test_shadowing_file_and_kube_proxy_are_flagged(lab):
         assert "other-writer" not in ch2["net.netfilter.nf_conntrack_max"]["flags"]
     finally:
         lab.sh("node1", "rm -f /etc/sysctl.d/99-zz-local.conf; pkill -x kube-proxy || true")
+        kp.unlink()
 
 
 def test_serial_batches_stop_at_max_fail(lab, tmp_path):

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netfix import drift, report
 from netfix.drift import DriftItem, DriftReport, HostDrift
+from netfix.errors import NetfixError
 from netfix.facts import DirEntry, Facts, Value
 from netfix.inventory import Host
 from netfix.journal import Step, Tx
@@ -135,6 +136,19 @@ def test_every_kind_is_classified_from_facts_and_journal():
     assert ("conntrack", UDP) in hd.checked and ("sysctl", SOMAXCONN) in hd.checked
 
 
+def test_unfinished_transactions_are_incomplete_drift():
+    f = make_facts({})
+    txs = [apply_tx({}, status="applying 2026-01-03T00:00:00Z", tx_id="20260103T000000Z-cccccc"),
+           apply_tx({}, status="failed-restore-incomplete 2026-01-04T00:00:00Z", when=3000,
+                    tx_id="20260104T000000Z-dddddd"),
+           apply_tx({}, status="failed-restored 2026-01-05T00:00:00Z", when=4000,
+                    tx_id="20260105T000000Z-eeeeee")]
+    k = kinds(drift.classify(host_plan(f), txs))
+    assert k[("journal", "20260103T000000Z-cccccc")] == ["incomplete"]
+    assert k[("journal", "20260104T000000Z-dddddd")] == ["incomplete"]
+    assert ("journal", "20260105T000000Z-eeeeee") not in k  # cleanly restored: not drift
+
+
 def test_file_kinds_depend_on_what_netfix_last_wrote():
     persisted = wanted(sysctl.PERSIST)
     old_profile = persisted.replace(b"8192", b"4096")
@@ -219,6 +233,7 @@ def test_junit_is_valid_and_has_a_case_per_host_and_target():
     root = ET.fromstring(xml)
     suites = {s.get("name"): s for s in root.findall("testsuite")}
     assert list(suites) == ["n1", "n2", "ghost"]
+    assert [s.get("id") for s in suites.values()] == ["0", "1", "2"]
     n1 = suites["n1"]
     cases = {(c.get("classname"), c.get("name")): c for c in n1.findall("testcase")}
     assert len(cases) == len(rep.hosts[0].checked)
@@ -283,6 +298,7 @@ def test_markdown_summary_is_short_and_escaped():
     assert "could not be checked" in md
     assert "| n1 | test | **drift**:" in md and "| n2 | test | ok |" in md
     assert "| ghost | test | **error**: cannot reach" in md and "\\<refused\\>" in md
+    assert "\x01" not in md
     assert "`a\\|b`" in md and "`x\\|y`" in md  # a pipe would split the table row
     row = next(line for line in md.splitlines() if "`a\\|b`" in line)
     assert row.replace("\\|", "").count("|") == 8  # still exactly 7 cells
@@ -302,6 +318,10 @@ def test_write_reports_is_atomic_and_replaces(tmp_path):
     assert paths[1].read_text() == report.prometheus(rep)
     assert paths[2].read_text() == report.markdown(rep)
     assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(NetfixError, match="cannot write report"):
+        report.write_reports(rep, junit_path=blocker / "drift.xml")
 
 
 # ------------------------------------------------------- unreachable hosts, watch
