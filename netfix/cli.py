@@ -114,8 +114,17 @@ def finish(results, title: str, as_json: bool) -> None:
 @inventory_options
 @click.option("-p", "--profile", metavar="NAME", help="Profile for every host.")
 @rollout_options
+@click.option("--confirm", "confirm_secs", type=click.IntRange(1, 86400), metavar="SECONDS",
+              help="Commit-confirmed: each node reverts the transaction by itself after "
+              "SECONDS unless `netfix confirm` (or --auto-confirm) disarms it first.")
+@click.option("--auto-confirm", is_flag=True, help="With --confirm: confirm each host as soon "
+              "as a new SSH connection to it succeeds after the apply.")
+@click.option("--allow-disruptive", is_flag=True, help="Also make disruptive changes (rings, "
+              "channels, MTU) on the interface carrying netfix's own SSH session; without it "
+              "such a host is refused and left unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-def apply(plan_file, inventory, limit, profile, serial, max_fail, as_json) -> None:
+def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, auto_confirm,
+          allow_disruptive, as_json) -> None:
     """Apply a profile (or a saved PLAN_FILE) to the hosts.
 
     Per host, one transaction: the node is locked, every value is checked to still be what
@@ -125,6 +134,8 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, as_json) -> No
     from netfix import engine, render
     from netfix.plan import load_plan
 
+    if auto_confirm and not confirm_secs:
+        raise NetfixError("--auto-confirm needs --confirm SECONDS")
     hosts = select(inventory, limit)
     if plan_file:
         if profile:
@@ -140,8 +151,25 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, as_json) -> No
             render.plan_table(the_plan)
     click.echo(f"Applying to {len(hosts)} host(s)...", err=True)
     results = engine.apply(hosts, the_plan, saved=bool(plan_file), serial=serial,
-                           max_fail=max_fail, progress=progress)
+                           max_fail=max_fail, progress=progress, confirm=confirm_secs,
+                           auto_confirm=auto_confirm, allow_disruptive=allow_disruptive)
     finish(results, "apply", as_json)
+
+
+@main.command("confirm")
+@inventory_options
+@click.option("--tx", metavar="ID", help="Transaction to confirm (default: every unconfirmed "
+              "one on each node).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def confirm_cmd(inventory, limit, tx, as_json) -> None:
+    """Confirm transactions applied with --confirm: disarm each node's automatic revert.
+
+    A node whose confirm window already ran out has reverted the transaction by itself;
+    it is reported as `reverted` (exit 1), and `netfix history` shows when."""
+    from netfix import engine
+
+    results = engine.confirm(select(inventory, limit), tx, progress)
+    finish(results, "confirm", as_json)
 
 
 @main.command()

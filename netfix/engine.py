@@ -7,6 +7,7 @@ Library API used by the CLI and the tests. Every per-host failure becomes a Host
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -152,8 +153,8 @@ def _result(host: str, tx: Tx, res: transport.Result, done: str) -> HostResult:
 
 
 def run_tx(host: Host, tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           done: str = "applied") -> HostResult:
-    res = run_script(host, journal.script(tx, check=check, marks=marks))
+           done: str = "applied", arm: str | None = None, pre: str | None = None) -> HostResult:
+    res = run_script(host, journal.script(tx, check=check, marks=marks, arm=arm, pre=pre))
     return _result(host.name, tx, res, done)
 
 
@@ -183,7 +184,13 @@ def rollout(hosts: list[Host], fn: Callable[[Host], HostResult], serial: int | N
 
 
 def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None = None,
-          max_fail: int | None = None, progress: Progress | None = None) -> list[HostResult]:
+          max_fail: int | None = None, progress: Progress | None = None,
+          confirm: int | None = None, auto_confirm: bool = False,
+          allow_disruptive: bool = False) -> list[HostResult]:
+    """`confirm` SECONDS: the node reverts each transaction by itself unless confirmed in
+    time (see confirm_window); `auto_confirm` confirms over a new SSH connection.
+    A host whose plan has a disruptive change on the interface carrying netfix's own SSH
+    session is refused (nothing changed there) unless `allow_disruptive`."""
     by_name = {hp.host: hp for hp in plan.hosts}
     profiles = Profiles()
 
@@ -193,6 +200,12 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
             return HostResult(host.name, "error", False, "host is not in the saved plan")
         if hp.error:
             return HostResult(host.name, "error", False, hp.error)
+        risky = [] if allow_disruptive else cuts_off_ssh(hp)
+        if risky:
+            return HostResult(host.name, "refused", False, f"{len(risky)} disruptive change(s) "
+                              "on the interface carrying netfix's SSH session; nothing was "
+                              "changed: rerun with --allow-disruptive to make them anyway",
+                              None, risky)
         try:
             if saved:
                 profiles.override = hp.profile
@@ -206,11 +219,22 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
                 return HostResult(host.name, "no-changes", True, "already as planned")
             tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
                     fingerprint=hp.fingerprint)
+            if confirm:
+                return confirm_window(host, tx, confirm, auto_confirm)
             return run_tx(host, tx)
         except NetfixError as e:
             return HostResult(host.name, "error", False, str(e))
 
     return rollout(hosts, one, serial, max_fail, progress)
+
+
+def cuts_off_ssh(hp: HostPlan) -> list[str]:
+    """Pending changes that may reset the link netfix itself talks to the node over."""
+    from netfix.ifaces import MANAGEMENT
+    from netfix.plan import DISRUPTIVE
+
+    return [f"{c.knob} {c.target}: {c.current} -> {c.desired}" for c in hp.pending
+            if DISRUPTIVE in c.flags and MANAGEMENT in c.flags]
 
 
 def read_journal(host: Host) -> list[Tx]:
@@ -232,7 +256,7 @@ def _pick(txs: list[Tx], tx_id: str | None) -> Tx:
     if tx_id:
         for t in txs:
             if t.id == tx_id:
-                if t.status.startswith("rolled-back"):
+                if t.status.startswith(("rolled-back", journal.REVERTED)):
                     raise NetfixError(f"transaction {tx_id} is already {t.status}")
                 return t
         raise NetfixError(f"no transaction {tx_id} in this node's journal")
@@ -271,7 +295,16 @@ def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> 
                               "restored: rerun with --force to restore them anyway",
                               target.id, details)
         rtx = journal.inverse(target, journal.new_id(), current=found)
-        res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"}, done="rolled-back")
+        # An unconfirmed target still has its automatic revert armed: the rollback disarms
+        # it under the same lock, so the two can never both run.
+        pre = journal.disarm_script(target.id) \
+            if target.status.startswith(journal.UNCONFIRMED) else None
+        res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"}, done="rolled-back",
+                     pre=pre)
+        if res.status == "error" and f"REVERTING {target.id}" in res.message:
+            res.status = "reverting"
+            res.message = (f"the node is reverting transaction {target.id} by itself right now "
+                           "(its confirm window ran out); nothing else was done: see history")
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \
             if res.ok else res.message
         return res
@@ -289,3 +322,81 @@ def rollback(hosts: list[Host], tx_id: str | None = None, force: bool = False,
              serial: int | None = None, max_fail: int | None = None,
              progress: Progress | None = None) -> list[HostResult]:
     return rollout(hosts, lambda h: rollback_host(h, tx_id, force), serial, max_fail, progress)
+
+
+# --------------------------------------------------------------------------- confirmed apply
+
+
+def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> HostResult:
+    """Apply `tx` with a revert armed on the node, then reach the node over a NEW SSH
+    connection: that is the proof the change did not cut the controller off. With
+    `auto_confirm` the same round trip confirms it; else the operator runs `netfix confirm`."""
+    res = run_tx(host, tx, arm=journal.arm_script(tx, seconds), done=journal.UNCONFIRMED)
+    if not res.ok:
+        return res
+    try:
+        probe = run_script(host, journal.confirm_script(tx.id) if auto_confirm
+                           else journal.status_script(tx.id))
+    except NetfixError as e:  # unreachable, or the new session failed: same meaning here
+        return HostResult(host.name, "unreachable", False,
+                          f"applied, but a new SSH connection failed ({e}): the change may have "
+                          f"cut this controller off; the node reverts it by itself within "
+                          f"{seconds}s unless confirmed (netfix history shows the outcome)",
+                          tx.id)
+    if auto_confirm:
+        return _confirm_result(host.name, probe, tx.id)
+    status = probe.stdout.strip()
+    if status.startswith(journal.REVERTED):
+        return HostResult(host.name, "reverted", False, "the node reverted the transaction "
+                          f"before a new connection got through ({status})", tx.id)
+    return HostResult(host.name, journal.UNCONFIRMED, True,
+                      f"{len(tx.steps)} step(s); reachable over a new SSH connection; confirm "
+                      f"within {seconds}s (netfix confirm --tx {tx.id}) or the node reverts it",
+                      tx.id)
+
+
+def _confirm_result(host: str, res: transport.Result, tx_id: str | None) -> HostResult:
+    out, _, listing = res.stdout.partition("@@JOURNAL\n")
+    rows = [line.split(" ", 2) for line in out.splitlines() if " " in line]
+    if res.rc != 0 or "@@JOURNAL" not in res.stdout:
+        msg = (out.strip().splitlines() or [""])[-1] + " " + res.stderr.strip()[:300]
+        return HostResult(host, "error", False, msg.strip() or f"confirm script exit {res.rc}")
+    confirmed = [r[1] for r in rows if r[0] == "CONFIRMED"]
+    reverting = [r[1] for r in rows if r[0] == "REVERTING"]
+    if reverting:
+        return HostResult(host, "reverting", False, "too late: the node is reverting "
+                          f"{', '.join(reverting)} by itself (its confirm window ran out)",
+                          reverting[0], [f"confirmed {c}" for c in confirmed])
+    if confirmed:
+        return HostResult(host, "confirmed", True, f"confirmed {', '.join(confirmed)}: the "
+                          "automatic revert is disarmed", confirmed[-1])
+    if any(r[0] == "NOTFOUND" for r in rows):
+        return HostResult(host, "error", False, f"no transaction {tx_id} in this node's journal")
+    txs = journal.parse_journal(listing)
+    if tx_id:
+        last = next((t for t in txs if t.id == tx_id), None)
+    else:
+        last = next((t for t in reversed(txs) if t.kind == "apply"), None)
+    if last and last.status.startswith(journal.REVERTED):
+        return HostResult(host, "reverted", False, f"transaction {last.id} was not confirmed in "
+                          f"time and the node reverted it ({last.status}): it is not in place",
+                          last.id)
+    what = f"transaction {last.id} is {last.status or 'unknown'}" if last else "no transactions"
+    return HostResult(host, "nothing-to-confirm", True, f"nothing to confirm: {what}",
+                      last.id if last else None)
+
+
+def confirm_host(host: Host, tx_id: str | None = None) -> HostResult:
+    try:
+        return _confirm_result(host.name, run_script(host, journal.confirm_script(tx_id)), tx_id)
+    except NetfixError as e:
+        return HostResult(host.name, "error", False, str(e))
+
+
+def confirm(hosts: list[Host], tx_id: str | None = None,
+            progress: Progress | None = None) -> list[HostResult]:
+    """Disarm the automatic revert of applied-unconfirmed transactions (all of them, or
+    `tx_id`), and report hosts whose node already reverted its last one."""
+    if tx_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,64}", tx_id):
+        raise InputError(f"--tx {tx_id!r} is not a transaction id (see netfix history)")
+    return rollout(hosts, lambda h: confirm_host(h, tx_id), None, None, progress)

@@ -25,6 +25,11 @@ STATE_DIR = "/var/lib/netfix"
 
 # Exit codes of the apply script
 OK, SETUP, LOCKED, STALE, FAILED, RESTORE_FAILED = 0, 10, 11, 12, 13, 14
+REVERTING = 15  # a rollback found the automatic revert of its target already started
+
+# Statuses of a transaction applied with --confirm (the first word of its status file)
+UNCONFIRMED = "applied-unconfirmed"  # changes in place, automatic revert armed
+REVERTED = "reverted-unconfirmed"  # the node reverted it by itself: never confirmed in time
 
 
 @dataclass
@@ -123,9 +128,12 @@ def _do(s: Step, i: int, value: str | None) -> str:
 
 
 def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           state_dir: str = STATE_DIR) -> str:
+           state_dir: str = STATE_DIR, arm: str | None = None, pre: str | None = None) -> str:
     """The apply script for `tx`. `check=False` skips the before-state check (--force).
-    `marks` sets other transactions' status on success (a rollback marks its target)."""
+    `marks` sets other transactions' status on success (a rollback marks its target).
+    `arm` (from arm_script) arms an automatic revert once every step is made; the status is
+    then applied-unconfirmed, and a failure to arm undoes the steps. `pre` is sh run under
+    the lock after the check, before the journal is written (a rollback disarms there)."""
     q = shlex.quote
     out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
     for i, s in enumerate(tx.steps, 1):
@@ -144,6 +152,8 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
                 out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(_sha(s.old))} ] || '
                            f'stale {q(s.path)} "$x"')
         out.append('[ "$S" = 0 ] || exit 12')
+    if pre:
+        out.append(pre)
     record = base64.b64encode(tx.record()).decode()
     out.append(f'wfile "$TXD/$TX.json" {q(record)} || {{ echo "ERROR journal: $(cat "$E.why")";'
                " exit 10; }")
@@ -158,9 +168,13 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
   status "$TX" failed-restore-incomplete; exit 14; }""")
     for i, s in enumerate(tx.steps, 1):
         out.append(f"{_do(s, i, s.new)} || fail {i}")
+    final = "applied"
+    if arm:
+        out.append(f"{arm}\narm || fail {len(tx.steps)}")
+        final = f'"{UNCONFIRMED} $ARMED"'  # arm() says how: "revert in 30s by pid 123"
     for other, state in (marks or {}).items():
         out.append(f"status {q(other)} {q(state)}")
-    out.append('status "$TX" applied; rm -f "$E" "$E.why"; echo "DONE $TX"')
+    out.append(f'status "$TX" {final}; rm -f "$E" "$E.why"; echo "DONE $TX"')
     return "\n".join(out) + "\n"
 
 
@@ -193,3 +207,97 @@ def parse_journal(output: str) -> list[Tx]:
         except (ValueError, TypeError, KeyError):
             continue  # a torn or foreign file must not hide the others
     return sorted(txs, key=lambda t: (t.time, t.id))
+
+
+# --------------------------------------------------------------------------- confirmed apply
+#
+# `apply --confirm N` leaves a revert armed on the node that needs neither Python nor the
+# controller: <id>.revert.sh (an inverse transaction generated here) run after N seconds by
+# a systemd timer where systemd is PID 1, else by a detached sleeper. Whoever renames
+# <id>.revert.sh first wins: the timer renames it to .revert.run before running it, and
+# confirm/rollback rename it away (under the lock) to disarm. rename is atomic, so a revert
+# either runs completely or not at all, and never after a confirm succeeded.
+
+
+def _revert_paths(tx_id: str, state_dir: str) -> dict[str, str]:
+    base = f"{state_dir}/tx/{tx_id}.revert"
+    return {k: f"{base}.{k}" for k in ("sh", "run", "log", "pid", "unit")}
+
+
+def arm_script(tx: Tx, seconds: int, state_dir: str = STATE_DIR) -> str:
+    """sh defining `arm`, run by the apply script after its last step (see script(arm=)).
+    On success it sets ARMED to a short description for the status line."""
+    q = shlex.quote
+    rid = new_id()
+    revert = script(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
+                    state_dir=state_dir)
+    p = _revert_paths(tx.id, state_dir)
+    runner = (f"mv {q(p['sh'])} {q(p['run'])} 2>/dev/null || exit 0; "
+              f"sh {q(p['run'])} > {q(p['log'])} 2>&1; rm -f {q(p['run'])} {q(p['pid'])} "
+              f"{q(p['unit'])}")
+    unit = f"netfix-revert-{tx.id}"
+    # The sleeper must not keep fd 9: it holds the node lock, which the revert itself and
+    # any confirm need, and it must not keep the SSH session's pipes open either.
+    sleeper = f"echo $$ > {q(p['pid'])}; sleep {int(seconds)}; {runner}"
+    why = f'echo "cannot arm the automatic revert: $1" > "$E.why"; rm -f {q(p["sh"])}'
+    return f"""armfail() {{ {why}; return 1; }}
+arm() {{ wfile {q(p['sh'])} {q(base64.b64encode(revert.encode()).decode())} || return 1
+  if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemd-run >/dev/null 2>&1; then
+    systemd-run --quiet --collect --unit={q(unit)} --on-active={int(seconds)}s --timer-property=AccuracySec=100ms /bin/sh -c {q(runner)} 2>"$E" || {{ armfail "systemd-run: $(cat "$E")"; return 1; }}
+    echo {q(unit + ".timer")} > {q(p['unit'])}; ARMED="revert in {int(seconds)}s by {unit}.timer"
+  else
+    command -v setsid >/dev/null 2>&1 || {{ armfail "setsid not found (util-linux)"; return 1; }}
+    rm -f {q(p['pid'])}
+    setsid sh -c {q(sleeper)} </dev/null >/dev/null 2>&1 9>&- &
+    n=0; while [ ! -s {q(p['pid'])} ] && [ $n -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; n=$((n+1)); done
+    [ -s {q(p['pid'])} ] || {{ armfail "the detached sleeper did not start"; return 1; }}
+    ARMED="revert in {int(seconds)}s by pid $(cat {q(p['pid'])})"
+  fi; }}"""
+
+
+# disarm ID: 0 = disarmed; 1 = nothing armed any more (the revert started, or ran).
+_DISARM = r"""disarm() { mv "$TXD/$1.revert.sh" "$TXD/$1.revert.off" 2>/dev/null || return 1
+  if [ -f "$TXD/$1.revert.unit" ]; then systemctl stop "$(cat "$TXD/$1.revert.unit")" >/dev/null 2>&1; fi
+  p=$(cat "$TXD/$1.revert.pid" 2>/dev/null)
+  case "$p" in ""|*[!0-9]*) ;; *)  # only our sleeper: after a reboot the pid may be anyone's
+    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$1.revert" && kill -- "-$p" 2>/dev/null;; esac
+  rm -f "$TXD/$1.revert.off" "$TXD/$1.revert.pid" "$TXD/$1.revert.unit"; }"""
+
+
+def disarm_script(tx_id: str) -> str:
+    """For script(pre=...): a rollback of an unconfirmed transaction takes over from its
+    armed revert, or stops with REVERTING when the node is already reverting it."""
+    q = shlex.quote
+    stop = f"{{ echo REVERTING {q(tx_id)}; exit {REVERTING}; }}"
+    # .revert.run exists from the moment the timer took the script until the revert is
+    # done; the revert may be waiting for the lock this script holds.
+    return (f'{_DISARM}\nif [ -f "$TXD/"{q(tx_id)}.revert.sh ]; then disarm {q(tx_id)} || {stop}\n'
+            f'elif [ -f "$TXD/"{q(tx_id)}.revert.run ]; then {stop}; fi')
+
+
+def confirm_script(tx_id: str | None = None, state_dir: str = STATE_DIR) -> str:
+    """Under the node lock: confirm `tx_id` (or every applied-unconfirmed transaction).
+    Prints CONFIRMED/REVERTING/STATUS/NOTFOUND lines, then @@JOURNAL and the journal."""
+    q = shlex.quote
+    prelude = _PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"),
+                          "tx": q(tx_id or "")}
+    return prelude + _DISARM + f"""
+one() {{ st=$(head -n1 "$TXD/$1.status" 2>/dev/null)
+  case "$st" in {UNCONFIRMED}*)
+    if disarm "$1"; then status "$1" "applied confirmed" && echo "CONFIRMED $1"
+    else echo "REVERTING $1"; fi;;
+  *) printf 'STATUS %s %s\\n' "$1" "$st";; esac; }}
+if [ -n "$TX" ]; then
+  if [ -f "$TXD/$TX.json" ]; then one "$TX"; else echo "NOTFOUND $TX"; fi
+else
+  for f in "$TXD"/*.status; do [ -f "$f" ] || continue
+    case "$(head -n1 "$f")" in {UNCONFIRMED}*) one "$(basename "$f" .status)";; esac; done
+fi
+echo @@JOURNAL
+{journal_script(state_dir)}
+"""
+
+
+def status_script(tx_id: str, state_dir: str = STATE_DIR) -> str:
+    """Read-only: the status line of one transaction (what apply's reconnect asks)."""
+    return f"head -n1 {shlex.quote(f'{state_dir}/tx/{tx_id}.status')}\n"

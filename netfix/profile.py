@@ -528,3 +528,12 @@ def _check_semantics(data: dict[str, Any], chain: list[YamlDoc]) -> None:
                 "(it keeps max and buckets coupled and handles the module-load boot race)",
                 ("sysctl", key),
             )
+    # A knob family may check what only it understands (CIDRs with ipaddress, port ranges,
+    # keys another section owns): optional `check_profile(data) -> [(message, field path)]`.
+    from netfix import knobs
+
+    for mod in knobs.modules():
+        hook = getattr(mod, "check_profile", None)
+        problems = hook(data) if hook and data.get(mod.SECTION) else []
+        if problems:
+            raise fail(*problems[0])
