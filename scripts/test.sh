@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check netfix tests bench
+.venv/bin/ruff check netfix tests bench molecule
 # Leftovers of an interrupted earlier run would collide with the lab's names.
 flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true
+# Molecule first, so that pytest's summary is the last line of the run. Same lab lock as
+# the pytest fixtures: lab node names are global on the machine.
+PATH="$PWD/.venv/bin:$PATH" flock /run/netfix-lab-tests.lock \
+  .venv/bin/molecule test -s default
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
