@@ -338,8 +338,15 @@ def lab() -> None:
 
 @lab.command("up")
 @click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, 50))
-def lab_up(nodes) -> None:
+@click.option("--vm", "vm", is_flag=True,
+              help="Start the QEMU VM lab node instead (builds its image once).")
+def lab_up(nodes, vm) -> None:
     """Start N netns lab nodes and write an inventory for them (prints its path)."""
+    if vm:
+        from netfix.vm import vm_up
+
+        click.echo(str(vm_up(progress=progress)))
+        return
     from netfix.lab import lab_up as up
 
     path = up(nodes, progress=progress)
@@ -350,8 +357,9 @@ def lab_up(nodes) -> None:
 def lab_down() -> None:
     """Stop every lab node and remove everything the lab made (also after a crash)."""
     from netfix.lab import lab_down as down
+    from netfix.vm import vm_down
 
-    for item in down():
+    for item in [*vm_down(progress=progress), *down()]:
         click.echo(f"removed {item}", err=True)
 
 
