@@ -13,8 +13,7 @@ need_root() {
 need_root
 
 PKGS=(openssh-server openssh-client nftables ethtool iproute2 conntrack procps kmod
-      util-linux coreutils python3 python3-venv
-      debootstrap qemu-system-x86 qemu-utils e2fsprogs)  # the VM lab node
+      util-linux coreutils python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

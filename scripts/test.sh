@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+sh scripts/vm-deps.sh  # debootstrap and QEMU for the VM lab node's tests
 .venv/bin/ruff check netfix tests bench molecule
 # Leftovers of an interrupted earlier run would collide with the lab's names.
 flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true

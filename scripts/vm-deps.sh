@@ -8,6 +8,6 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing="$missing qemu-system-x
 command -v qemu-img >/dev/null 2>&1 || missing="$missing qemu-utils"
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || missing="$missing e2fsprogs"
 if [ -n "$missing" ]; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
