@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from netfix.errors import NetfixError
+from netfix.util import atomic_write
 
 DEFAULT_DIR = Path(os.environ.get("NETFIX_LAB_DIR", "/run/netfix-lab"))
 
@@ -317,11 +318,34 @@ def _read_state(lab_dir: Path) -> list[LabNode]:
     return nodes
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
+def _write_atomic(path: Path, text: str) -> None:
+    atomic_write(path, text.encode())
+
+
+def keygen(path: Path, comment: str) -> None:
+    """An ed25519 key pair without passphrase (lab client keys and host keys)."""
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def write_inventory(lab_dir: Path, group: str, hosts: dict[str, str], made_by: str) -> Path:
+    """The lab's inventory in netfix's format: `hosts` maps a name to its host vars as a
+    YAML flow mapping; the lab key and known_hosts keep host key checking on."""
+    inventory = lab_dir / "inventory.yaml"
+    lines = "\n".join(f"  {name}: {hvars}" for name, hvars in hosts.items())
+    _write_atomic(inventory, f"""\
+# written by `{made_by}`; removed by `netfix lab down`
+vars:
+  ssh_user: root
+  ssh_key: {lab_dir / "id_ed25519"}
+  ssh_known_hosts_file: {lab_dir / "known_hosts"}
+  ssh_strict_host_key_checking: "yes"
+groups:
+  {group}:
+    hosts: [{", ".join(hosts)}]
+hosts:
+{lines}
+""")
+    return inventory
 
 
 def _index_of(name: str) -> int:
@@ -403,7 +427,7 @@ Subsystem sftp internal-sftp
 """
 
 
-def _prepare_node_dir(lab_dir: Path, index: int, tools: dict[str, str]) -> str:
+def _prepare_node_dir(lab_dir: Path, index: int) -> str:
     """Write the node's private dirs, host key and sshd config; return the pid-1 script."""
     name = node_name(index)
     ndir = lab_dir / "nodes" / name
@@ -441,7 +465,7 @@ def _prepare_node_dir(lab_dir: Path, index: int, tools: dict[str, str]) -> str:
         (base / "work").mkdir(parents=True)
 
     key = ndir / "ssh_host_ed25519_key"
-    _run([tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)])
+    keygen(key, name)
     _write_atomic(ndir / "sshd_config", _sshd_config(lab_dir, index))
     return _node_script(lab_dir, index, binds, create)
 
@@ -547,13 +571,13 @@ def _wait_sshd(lab_dir: Path, nodes: list[LabNode]) -> None:
             time.sleep(0.01)
 
 
-def _write_client_key(lab_dir: Path, tools: dict[str, str]) -> None:
+def _write_client_key(lab_dir: Path) -> None:
     key = lab_dir / "id_ed25519"
     if key.exists() and (lab_dir / "id_ed25519.pub").exists():
         return
     key.unlink(missing_ok=True)
     (lab_dir / "id_ed25519.pub").unlink(missing_ok=True)
-    _run([tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C", "netfix-lab", "-f", str(key)])
+    keygen(key, "netfix-lab")
 
 
 def _write_outputs(lab_dir: Path, nodes: list[LabNode]) -> Path:
@@ -567,26 +591,8 @@ def _write_outputs(lab_dir: Path, nodes: list[LabNode]) -> Path:
         known.append(f"{node.address} {pub[0]} {pub[1]}")
     _write_atomic(lab_dir / "known_hosts", "\n".join(known) + "\n")
 
-    names = ", ".join(n.name for n in nodes)
-    hosts = "\n".join(f"  {n.name}: {{ssh_host: {n.address}}}" for n in nodes)
-    inventory = lab_dir / "inventory.yaml"
-    _write_atomic(
-        inventory,
-        f"""\
-# written by `netfix lab up`; removed by `netfix lab down`
-vars:
-  ssh_user: root
-  ssh_key: {lab_dir / "id_ed25519"}
-  ssh_known_hosts_file: {lab_dir / "known_hosts"}
-  ssh_strict_host_key_checking: "yes"
-groups:
-  lab:
-    hosts: [{names}]
-hosts:
-{hosts}
-""",
-    )
-    return inventory
+    return write_inventory(lab_dir, "lab", {n.name: f"{{ssh_host: {n.address}}}" for n in nodes},
+                           "netfix lab up")
 
 
 # ---------------------------------------------------------------------------- public API
@@ -599,7 +605,7 @@ def lab_up(
 ) -> Path:
     """Start lab nodes node1..node<nodes> (keeping running ones); return the inventory path."""
     say = progress or (lambda _msg: None)
-    tools = _check_host()
+    _check_host()  # missing tools: one clear error before anything is made
     lab_dir = _check_lab_dir(Path(lab_dir))
     if not 1 <= nodes <= MAX_NODES:
         raise NetfixError(f"lab nodes must be between 1 and {MAX_NODES}, not {nodes}")
@@ -632,7 +638,7 @@ def lab_up(
     (lab_dir / "nodes").mkdir(exist_ok=True)
     # sshd refuses to start without its privilege separation dir.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    _write_client_key(lab_dir, tools)
+    _write_client_key(lab_dir)
     if _ensure_bridge():
         say(f"bridge {BRIDGE} up ({BRIDGE_ADDR}/24)")
 
@@ -644,7 +650,7 @@ def lab_up(
     if missing:
         _setup_links(missing)
         with ThreadPoolExecutor(max_workers=min(16, len(missing))) as pool:
-            scripts = list(pool.map(lambda i: _prepare_node_dir(lab_dir, i, tools), missing))
+            scripts = list(pool.map(lambda i: _prepare_node_dir(lab_dir, i), missing))
             started = list(
                 pool.map(lambda a: _start_node(lab_dir, *a), zip(missing, scripts, strict=True))
             )

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from netfix.errors import NetfixError
+from netfix.lab import keygen, write_inventory
+from netfix.util import atomic_write
 
 DEFAULT_CACHE = Path(os.environ.get("NETFIX_VM_CACHE", "/var/cache/netfix-vm"))
 DEFAULT_DIR = Path(os.environ.get("NETFIX_VM_DIR", "/run/netfix-vm"))
@@ -269,35 +271,9 @@ def _configure_rootfs(root: Path, work: Path, say: Progress) -> None:
     ssh = root / "etc/ssh"
     for old in ssh.glob("ssh_host_*"):
         old.unlink()
-    _run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"root@{HOSTNAME}",
-            "-f",
-            str(ssh / "ssh_host_ed25519_key"),
-        ]
-    )
+    keygen(ssh / "ssh_host_ed25519_key", f"root@{HOSTNAME}")
     shutil.copy2(ssh / "ssh_host_ed25519_key.pub", work / "host_key.pub")
-    _run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "netfix-vm-lab",
-            "-f",
-            str(work / "id_ed25519"),
-        ]
-    )
+    keygen(work / "id_ed25519", "netfix-vm-lab")
     put("/root/.ssh/authorized_keys", (work / "id_ed25519.pub").read_text(), 0o600)
     (root / "root/.ssh").chmod(0o700)
     put(
@@ -486,13 +462,6 @@ def _read_state(lab_dir: Path) -> VmInfo | None:
         return None
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-
-
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
@@ -602,27 +571,11 @@ def _poll_ssh(
 
 
 def _write_outputs(lab_dir: Path, info: VmInfo, host_key_pub: str) -> Path:
-    _write_atomic(lab_dir / "state.json", json.dumps(asdict(info), indent=2) + "\n")
+    atomic_write(lab_dir / "state.json", (json.dumps(asdict(info), indent=2) + "\n").encode())
     kind, key = host_key_pub.split()[:2]
-    _write_atomic(lab_dir / "known_hosts", f"[127.0.0.1]:{info.port} {kind} {key}\n")
-    inventory = lab_dir / "inventory.yaml"
-    _write_atomic(
-        inventory,
-        f"""\
-# written by `netfix lab up --vm`; removed by `netfix lab down`
-vars:
-  ssh_user: root
-  ssh_key: {lab_dir / "id_ed25519"}
-  ssh_known_hosts_file: {lab_dir / "known_hosts"}
-  ssh_strict_host_key_checking: "yes"
-groups:
-  vm:
-    hosts: [{info.name}]
-hosts:
-  {info.name}: {{ssh_host: 127.0.0.1, ssh_port: {info.port}}}
-""",
-    )
-    return inventory
+    atomic_write(lab_dir / "known_hosts", f"[127.0.0.1]:{info.port} {kind} {key}\n".encode())
+    return write_inventory(lab_dir, "vm", {info.name: f"{{ssh_host: 127.0.0.1, ssh_port: "
+                                                      f"{info.port}}}"}, "netfix lab up --vm")
 
 
 def _qemu_argv(qemu: str, image: Path, lab_dir: Path, port: int, accel: str) -> list[str]:

@@ -9,6 +9,7 @@ Adding a knob is one new module here plus one property in schema/profile.json.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ class Context:
             )
 
 
-def modules() -> list[ModuleType]:
+@functools.cache  # the package's files do not change during a run; hosts ask per plan
+def modules() -> tuple[ModuleType, ...]:
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -36,4 +38,4 @@ def modules() -> list[ModuleType]:
         mod = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(mod, "SECTION"):
             found.append(mod)
-    return found
+    return tuple(found)

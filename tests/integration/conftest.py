@@ -18,18 +18,25 @@ NETFIX = str(Path(sys.executable).with_name("netfix"))
 TOOLS = ("ip", "sshd", "unshare", "nsenter", "flock", "sysctl")
 
 
+def missing_tools(tools: tuple[str, ...]) -> list[str]:
+    return [t for t in tools if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+
+
+def skip_or_fail(problem: str | None, what: str) -> None:
+    """Skip a test that cannot run here, except in CI, where a missing lab is a failure."""
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {what} cannot run: {problem}")
+        pytest.skip(problem)
+
+
 def need_lab() -> None:
     problem = None
     if os.geteuid() != 0:
         problem = "integration tests need root (network namespaces, sshd)"
-    else:
-        missing = [t for t in TOOLS if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
-        if missing:
-            problem = f"missing tools: {', '.join(missing)}"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and the lab cannot run: {problem}")
-        pytest.skip(problem)
+    elif missing := missing_tools(TOOLS):
+        problem = f"missing tools: {', '.join(missing)}"
+    skip_or_fail(problem, "the lab")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import missing_tools, skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +44,10 @@ def need_vm() -> None:
     problem = None
     if os.geteuid() != 0:
         problem = "VM tests need root (debootstrap, chroot)"
-    else:
-        tools = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4")
-        missing = [t for t in tools if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
-        if missing:
-            problem = f"missing tools: {', '.join(missing)} (run scripts/vm-deps.sh)"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and NETFIX_VM_TESTS=1 but the VM node cannot run: {problem}")
-        pytest.skip(problem)
+    elif missing := missing_tools(("qemu-system-x86_64", "qemu-img", "debootstrap",
+                                   "mkfs.ext4")):
+        problem = f"missing tools: {', '.join(missing)} (run scripts/vm-deps.sh)"
+    skip_or_fail(problem, "NETFIX_VM_TESTS=1 but the VM node")
 
 
 class Vm:
