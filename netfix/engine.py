@@ -10,7 +10,7 @@ import base64
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 from netfix import journal, knobs, transport
@@ -213,7 +213,7 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
                 if fresh.fingerprint != hp.fingerprint:
                     return HostResult(host.name, "stale", False, "the node changed since the "
                                       "plan was saved; nothing was changed: run plan again")
-            steps = [Step(c.knob, c.target, op.kind, op.path, op.old, op.new, op.read, op.set)
+            steps = [Step(**asdict(op), knob=c.knob, target=c.target)
                      for c in hp.pending for op in c.ops]
             if not steps:
                 return HostResult(host.name, "no-changes", True, "already as planned")

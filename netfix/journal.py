@@ -17,7 +17,7 @@ import secrets
 import shlex
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from netfix.plan import Op
 
@@ -32,21 +32,12 @@ UNCONFIRMED = "applied-unconfirmed"  # changes in place, automatic revert armed
 REVERTED = "reverted-unconfirmed"  # the node reverted it by itself: never confirmed in time
 
 
-@dataclass
-class Step:
+@dataclass(kw_only=True)
+class Step(Op):
     """An Op plus the names the operator knows it by."""
 
     knob: str
     target: str
-    kind: str
-    path: str
-    old: str | None
-    new: str | None
-    read: str | None = None
-    set: str | None = None
-
-    def op(self) -> Op:
-        return Op(self.kind, self.path, self.old, self.new, self.read, self.set)
 
 
 @dataclass
@@ -184,7 +175,7 @@ def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = No
     steps = []
     for s in reversed(tx.steps):
         found = current[s.path] if current and s.path in current else s.new
-        steps.append(Step(s.knob, s.target, s.kind, s.path, found, s.old, s.read, s.set))
+        steps.append(replace(s, old=found, new=s.old))
     return Tx(rollback_id, "rollback", tx.host, tx.profile, steps, rolls_back=tx.id)
 
 

@@ -12,6 +12,10 @@ flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || tr
 # the pytest fixtures: lab node names are global on the machine.
 PATH="$PWD/.venv/bin:$PATH" flock /run/netfix-lab-tests.lock \
   .venv/bin/molecule test -s default
+# The VM scenario: apply, reboot, rollback, reboot on the QEMU VM lab node (its own VM dir,
+# /run/netfix-vm-molecule; about 5 min under software emulation).
+PATH="$PWD/.venv/bin:$PATH" flock /run/netfix-lab-tests.lock \
+  .venv/bin/molecule test -s vm
 # The VM lab node's tests too: builds a Debian image once (cached in /var/cache/netfix-vm,
 # about 2 min) and boots it under QEMU (TCG where KVM does not work: ~40 s a boot).
 export NETFIX_VM_TESTS=1

@@ -121,7 +121,20 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
             c.notes.append(f"{why}; {pinned(max_)}")
             _usage_note(c, facts)
     _kube_proxy(changes, facts)
+    if not facts.sysctl(COUNT).exists:
+        _not_loaded(changes)
     return changes
+
+
+def _not_loaded(changes: list[Change]) -> None:
+    """Without the module there are no keys to compare or write; say so instead of the
+    generic "absent" or "read-only" notes, and say what to do."""
+    for c in changes:
+        if NOT_SETTABLE in c.flags:
+            c.notes = [n for n in c.notes if not n.startswith("not settable here")]
+            c.notes.insert(0, "not settable here: nf_conntrack is not loaded on this node; "
+                              "load it (modprobe nf_conntrack - kube-proxy does when it "
+                              "starts) and plan again")
 
 
 def _buckets(facts: Facts, buckets: int) -> tuple[list[Change], bool]:

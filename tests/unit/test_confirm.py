@@ -13,6 +13,10 @@ from netfix import engine, journal, transport
 from netfix.journal import Step, Tx
 
 
+def step(knob: str, target: str, *op) -> Step:
+    return Step(*op, knob=knob, target=target)
+
+
 def run(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True,
                           timeout=60)
@@ -31,7 +35,7 @@ def setup(tmp_path: Path) -> tuple[str, Path, Tx]:
     val = tmp_path / "value"
     val.write_text("10\n")
     return state, val, Tx(journal.new_id(), "apply", "h", "p",
-                          [Step("sysctl", "k", "value", str(val), "10", "20")])
+                          [step("sysctl", "k", "value", str(val), "10", "20")])
 
 
 def apply_armed(tx: Tx, state: str, seconds: int) -> subprocess.CompletedProcess:

@@ -14,6 +14,10 @@ from netfix import journal
 from netfix.journal import Step, Tx
 
 
+def step(knob: str, target: str, *op) -> Step:
+    return Step(*op, knob=knob, target=target)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -35,10 +39,10 @@ def make(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
 
 def tx_for(val: Path, existing: Path, created: Path) -> Tx:
     steps = [
-        Step("sysctl", "k", "value", str(val), "10", "20"),
-        Step("sysctl", str(existing), "file", str(existing),
+        step("sysctl", "k", "value", str(val), "10", "20"),
+        step("sysctl", str(existing), "file", str(existing),
              b64(existing.read_bytes()), b64(b"new\n")),
-        Step("sysctl", str(created), "file", str(created), None, b64(b"created\n")),
+        step("sysctl", str(created), "file", str(created), None, b64(b"created\n")),
     ]
     return Tx(journal.new_id(), "apply", "h", "p", steps)
 
@@ -88,7 +92,7 @@ def test_failure_half_way_restores_everything(tmp_path):
     # (permissions would not stop root).
     (tmp_path / "file-not-dir").write_text("")
     bad = str(tmp_path / "file-not-dir" / "x.conf")
-    tx.steps.append(Step("sysctl", "x", "file", bad, None, b64(b"x\n")))
+    tx.steps.append(step("sysctl", "x", "file", bad, None, b64(b"x\n")))
     r = run(journal.script(tx, state_dir=str(state)))
     assert r.returncode == journal.FAILED, r.stdout + r.stderr
     assert "FAILED\t4" in r.stdout
@@ -104,8 +108,8 @@ def test_value_the_kernel_rejects_is_a_failure(tmp_path):
     ro = tmp_path / "ro-dir"
     ro.mkdir()
     tx = Tx(journal.new_id(), "apply", "h", "p", [
-        Step("sysctl", "k", "value", str(val), "10", "20"),
-        Step("sysctl", "k2", "value", str(ro), "", "1"),  # a dir: the write fails
+        step("sysctl", "k", "value", str(val), "10", "20"),
+        step("sysctl", "k2", "value", str(ro), "", "1"),  # a dir: the write fails
     ])
     r = run(journal.script(tx, check=False, state_dir=str(state)))
     assert r.returncode == journal.FAILED
@@ -136,7 +140,7 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
     dev.write_text("gro on\n")
     read = f"cat {dev}"
     set_ = f"printf '%s\\n' \"$1\" > {dev}"
-    ok = Step("nic", "eth1 gro", "cmd", "nic:eth1:gro", "gro on", "gro off", read, set_)
+    ok = step("nic", "eth1 gro", "cmd", "nic:eth1:gro", "gro on", "gro off", read, set_)
     tx = Tx(journal.new_id(), "apply", "h", "p", [ok])
     r = run(journal.script(tx, state_dir=str(state)))
     assert r.returncode == journal.OK, r.stdout
@@ -154,9 +158,9 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
     dev.write_text("gro on\n")
     other = tmp_path / "other"
     other.write_text("1\n")
-    refuse = Step("nic", "eth1 lro", "cmd", "nic:eth1:lro", "lro off", "lro on",
+    refuse = step("nic", "eth1 lro", "cmd", "nic:eth1:lro", "lro off", "lro on",
                   f"cat {dev}", "echo 'Operation not supported' >&2; exit 1")
-    first = Step("sysctl", "k", "value", str(other), "1", "2")
+    first = step("sysctl", "k", "value", str(other), "1", "2")
     r = run(journal.script(Tx(journal.new_id(), "apply", "h", "p", [first, refuse]),
                            check=False, state_dir=str(state)))
     assert r.returncode == journal.FAILED and "Operation not supported" in r.stdout

@@ -102,15 +102,30 @@ def test_conntrack_auto_max_and_buckets():
 
 def test_conntrack_in_namespace_applies_timeouts_only():
     f = facts({conntrack.MAX: ("262144", False), conntrack.BUCKETS: ("65536", False),
-               conntrack.TIMEOUTS["udp"]: ("30", True), conntrack.HASHSIZE: ("65536", False)})
+               conntrack.TIMEOUTS["udp"]: ("30", True), conntrack.HASHSIZE: ("65536", False),
+               conntrack.COUNT: ("12", False)})
     ch = by_target(conntrack.diff({"max": 524288, "timeouts": {"udp": 15}}, f, CTX))
     assert ch[conntrack.MAX].action == SKIP and NOT_SETTABLE in ch[conntrack.MAX].flags
+    assert "read-only (host-global" in ch[conntrack.BUCKETS].notes[0]
     assert ch[conntrack.BUCKETS].action == SKIP
     assert ch[conntrack.TIMEOUTS["udp"]].action == UPDATE
     assert ch[conntrack.MODPROBE].desired == "absent"  # hashsize not settable here
     assert ch[conntrack.MODULES_LOAD].action == UPDATE  # timeouts need the module at boot
     content = base64.b64decode(ch[conntrack.PERSIST].ops[0].new).decode()
     assert "udp_timeout = 15" in content and "nf_conntrack_max" not in content
+
+
+def test_conntrack_module_not_loaded_says_so_and_what_to_do():
+    # No nf_conntrack: none of its keys exist (a fresh node before kube-proxy starts).
+    f = facts({conntrack.HASHSIZE: (None, False)})
+    ch = by_target(conntrack.diff({"max": 262144, "timeouts": {"udp": 15}}, f, CTX))
+    for key in (conntrack.MAX, conntrack.BUCKETS, conntrack.TIMEOUTS["udp"]):
+        assert ch[key].action == SKIP and NOT_SETTABLE in ch[key].flags
+        assert ch[key].notes[0].startswith("not settable here: nf_conntrack is not loaded")
+        assert "modprobe nf_conntrack" in ch[key].notes[0]
+        assert not any("read-only" in n or "absent" in n for n in ch[key].notes)
+    # Nothing persisted for keys that were never compared.
+    assert ch[conntrack.PERSIST].desired == "absent"
 
 
 def test_conntrack_host_uses_hashsize_param_when_buckets_sysctl_read_only():

@@ -80,7 +80,7 @@ def wanted(path: str) -> bytes:
 
 def apply_tx(written: dict[str, bytes | None], status: str = "applied 2026-01-01T00:00:00Z",
              when: float = 1000.0, tx_id: str = "20260101T000000Z-aaaaaa") -> Tx:
-    steps = [Step("sysctl", p, "file", p, None, b64(c)) for p, c in written.items()]
+    steps = [Step("file", p, None, b64(c), knob="sysctl", target=p) for p, c in written.items()]
     return Tx(tx_id, "apply", "n1", "test", steps, time=when, controller="ctl", user="ops",
               status=status)
 
