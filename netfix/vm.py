@@ -572,12 +572,29 @@ def _poll_ssh(
         time.sleep(1.0)
 
 
-def _write_outputs(lab_dir: Path, info: VmInfo, host_key_pub: str) -> Path:
+def _write_state(lab_dir: Path, info: VmInfo) -> None:
     atomic_write(lab_dir / "state.json", (json.dumps(asdict(info), indent=2) + "\n").encode())
+
+
+def _write_outputs(lab_dir: Path, info: VmInfo, host_key_pub: str) -> Path:
+    _write_state(lab_dir, info)
     kind, key = host_key_pub.split()[:2]
     atomic_write(lab_dir / "known_hosts", f"[127.0.0.1]:{info.port} {kind} {key}\n".encode())
     return write_inventory(lab_dir, "vm", {info.name: f"{{ssh_host: 127.0.0.1, ssh_port: "
                                                       f"{info.port}}}"}, "netfix lab up --vm")
+
+
+def _start_qemu(qemu: str, image: Path, lab_dir: Path, port: int, accel: str) -> tuple[int, str]:
+    """Start a daemonized QEMU; return its pid (0 if it did not start) and its stderr."""
+    argv = _qemu_argv(qemu, image, lab_dir, port, accel)
+    pidfile = lab_dir / "qemu.pid"
+    pidfile.unlink(missing_ok=True)  # a stale one would pass for a started QEMU
+    with open(lab_dir / "qemu.log", "a") as log:
+        log.write(shlex.join(argv) + "\n")
+    proc = _run(argv, check=False)
+    if proc.returncode == 0 and pidfile.exists():
+        return int(pidfile.read_text().split()[0]), proc.stderr
+    return 0, proc.stderr
 
 
 def _qemu_argv(qemu: str, image: Path, lab_dir: Path, port: int, accel: str) -> list[str]:
@@ -675,14 +692,9 @@ def vm_up(
     accel = ""
     for accel in accels:
         port = _free_port()
-        argv = _qemu_argv(tools["qemu-system-x86_64"], image, lab_dir, port, accel)
-        with open(lab_dir / "qemu.log", "a") as log:
-            log.write(shlex.join(argv) + "\n")
-        proc = _run(argv, check=False)
-        pidfile = lab_dir / "qemu.pid"
-        why = proc.stderr.strip() or "QEMU exited"
-        if proc.returncode == 0 and pidfile.exists():
-            pid = int(pidfile.read_text().split()[0])
+        pid, stderr = _start_qemu(tools["qemu-system-x86_64"], image, lab_dir, port, accel)
+        why = stderr.strip() or "QEMU exited"
+        if pid:
             if accel != "kvm" or _kernel_talks(lab_dir / "serial.log", pid):
                 break
             # Nested KVM can pass the probe and then stall or stop on the first vCPU run
@@ -692,7 +704,7 @@ def vm_up(
             while _pid_alive(pid):
                 time.sleep(0.05)
         with open(lab_dir / "qemu.log", "a") as log:
-            log.write(proc.stderr)
+            log.write(stderr)
         if accel == "kvm":
             say(f"vm: KVM did not work ({why}); using TCG")
             kvm_verdict.write_text(os.uname().release)
@@ -745,18 +757,12 @@ def vm_reboot(
     old = _boot_id(lab_dir, info.port)
     t0 = time.monotonic()
     say("vm: powering off")
-    if not _poweroff(info, lab_dir):
-        say(f"vm: {info.name} did not power off within {POWEROFF_TIMEOUT:.0f} s; killed")
-    argv = _qemu_argv(tools["qemu-system-x86_64"], image, lab_dir, info.port, info.accel)
-    with open(lab_dir / "qemu.log", "a") as log:
-        log.write(shlex.join(argv) + "\n")
-    pidfile = lab_dir / "qemu.pid"
-    pidfile.unlink(missing_ok=True)
-    proc = _run(argv, check=False)
-    if proc.returncode != 0 or not pidfile.exists():
-        raise NetfixError(f"vm: QEMU did not start again:\n{proc.stderr.strip()}")
-    info.pid = int(pidfile.read_text().split()[0])
-    atomic_write(lab_dir / "state.json", (json.dumps(asdict(info), indent=2) + "\n").encode())
+    _poweroff(info, lab_dir, say)
+    info.pid, stderr = _start_qemu(tools["qemu-system-x86_64"], image, lab_dir, info.port,
+                                   info.accel)
+    if not info.pid:
+        raise NetfixError(f"vm: QEMU did not start again:\n{stderr.strip()}")
+    _write_state(lab_dir, info)
     say(f"vm: booting again (QEMU pid {info.pid})")
     # A changed boot id is the proof of a new boot.
     _wait_ssh(lab_dir, info.port, info.pid, ssh_timeout or _ssh_timeout(info.accel), say,
@@ -766,8 +772,8 @@ def vm_reboot(
     return took
 
 
-def _poweroff(info: VmInfo, lab_dir: Path) -> bool:
-    """Shut the guest down cleanly; kill QEMU after a timeout. True if it powered off."""
+def _poweroff(info: VmInfo, lab_dir: Path, say: Progress) -> None:
+    """Shut the guest down cleanly; kill QEMU after a timeout."""
     try:
         # The session dies with sshd; "--no-block" lets the command return first.
         vm_exec("systemctl --no-block poweroff", lab_dir, check=False, timeout=10)
@@ -776,11 +782,10 @@ def _poweroff(info: VmInfo, lab_dir: Path) -> bool:
     deadline = time.monotonic() + POWEROFF_TIMEOUT
     while _pid_alive(info.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not _pid_alive(info.pid):
-        return True
-    os.kill(info.pid, signal.SIGTERM)
-    time.sleep(2)
-    return False
+    if _pid_alive(info.pid):
+        os.kill(info.pid, signal.SIGTERM)
+        time.sleep(2)
+        say(f"vm: {info.name} did not power off within {POWEROFF_TIMEOUT:.0f} s; killed")
 
 
 def _kill_stale(lab_dir: Path, say: Progress) -> list[str]:
@@ -802,8 +807,7 @@ def vm_down(lab_dir: Path = DEFAULT_DIR, progress: Progress | None = None) -> li
     removed: list[str] = []
     info = vm_info(lab_dir)
     if info is not None and info.pid in _our_qemus(lab_dir):
-        if not _poweroff(info, lab_dir):
-            say(f"vm: {info.name} did not power off within {POWEROFF_TIMEOUT:.0f} s; killed")
+        _poweroff(info, lab_dir, say)
         removed.append(f"vm {info.name} (pid {info.pid})")
     removed += _kill_stale(lab_dir, say)
     # Only what the VM lab wrote, so a mistyped dir cannot wipe anything else.

@@ -11,7 +11,7 @@ import re
 
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.knobs.sysctl import file_change, persist_needs, sysctl_changes
+from netfix.knobs.sysctl import ABSENT, file_change, persist_needs, sysctl_changes
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
 from netfix.util import norm
 
@@ -23,6 +23,8 @@ HASHSIZE = "/sys/module/nf_conntrack/parameters/hashsize"
 MAX = "net.netfilter.nf_conntrack_max"
 BUCKETS = "net.netfilter.nf_conntrack_buckets"
 COUNT = "net.netfilter.nf_conntrack_count"
+NOT_LOADED = ("not settable here: nf_conntrack is not loaded on this node; load it "
+              "(modprobe nf_conntrack - kube-proxy does when it starts) and plan again")
 ENTRY_BYTES, BUCKET_BYTES = 304, 8  # nf_conntrack slab objsize, one hlist head
 
 _P = "net.netfilter.nf_conntrack_"
@@ -93,6 +95,8 @@ def pinned(max_: int) -> str:
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     max_, why = desired_max(section, facts)
+    # Without the module no key exists: say that, and what to do, on every row.
+    absent = ABSENT if facts.sysctl(COUNT).exists else NOT_LOADED
     buckets = int(section.get("buckets", max_ // 4)) if max_ else None
     desired = {TIMEOUTS[k]: str(v) for k, v in section.get("timeouts", {}).items()}
     comments = {}
@@ -100,10 +104,10 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     if max_:
         desired[MAX] = str(max_)
         comments[MAX] = f"{why}; buckets = max/4 = {buckets}"
-        extra, bucket_key = _buckets(facts, buckets)
+        extra, bucket_key = _buckets(facts, buckets, absent)
         if bucket_key:
             desired[BUCKETS] = str(buckets)
-    changes = sysctl_changes(SECTION, desired, facts, PERSIST, ctx, comments)
+    changes = sysctl_changes(SECTION, desired, facts, PERSIST, ctx, comments, absent)
     changes[-1:-1] = extra  # before the persistence file row
 
     settable_buckets = any(
@@ -121,23 +125,10 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
             c.notes.append(f"{why}; {pinned(max_)}")
             _usage_note(c, facts)
     _kube_proxy(changes, facts)
-    if not facts.sysctl(COUNT).exists:
-        _not_loaded(changes)
     return changes
 
 
-def _not_loaded(changes: list[Change]) -> None:
-    """Without the module there are no keys to compare or write; say so instead of the
-    generic "absent" or "read-only" notes, and say what to do."""
-    for c in changes:
-        if NOT_SETTABLE in c.flags:
-            c.notes = [n for n in c.notes if not n.startswith("not settable here")]
-            c.notes.insert(0, "not settable here: nf_conntrack is not loaded on this node; "
-                              "load it (modprobe nf_conntrack - kube-proxy does when it "
-                              "starts) and plan again")
-
-
-def _buckets(facts: Facts, buckets: int) -> tuple[list[Change], bool]:
+def _buckets(facts: Facts, buckets: int, absent: str) -> tuple[list[Change], bool]:
     """Buckets via the sysctl when writable; else via the module parameter, but only where
     nf_conntrack_max is writable too: in a container the parameter is the whole host's."""
     if facts.sysctl(BUCKETS).writable:
@@ -153,8 +144,8 @@ def _buckets(facts: Facts, buckets: int) -> tuple[list[Change], bool]:
     cur = facts.sysctl(BUCKETS)
     change = Change(SECTION, BUCKETS, cur.value, str(buckets), action=SKIP,
                     flags=[NOT_SETTABLE])
-    change.notes.append("not settable here: read-only (host-global, seen from a network "
-                        "namespace or container)")
+    change.notes.append(absent if not cur.exists else "not settable here: read-only "
+                        "(host-global, seen from a network namespace or container)")
     return [change], False
 
 

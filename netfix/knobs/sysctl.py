@@ -41,11 +41,16 @@ def resolve(want: str, current: str | None) -> tuple[str | None, str | None]:
     return str(max(cur, bound) if want.startswith(">=") else min(cur, bound)), None
 
 
+ABSENT = ("not settable here: key absent on this node (module not loaded, or not in this "
+          "network namespace)")
+
+
 def sysctl_changes(
     knob: str, desired: dict[str, str], facts: Facts, persist_path: str, ctx: Context,
-    comments: dict[str, str] | None = None,
+    comments: dict[str, str] | None = None, absent_note: str = ABSENT,
 ) -> list[Change]:
-    """Changes for live keys plus the one persistence file that holds the settable ones."""
+    """Changes for live keys plus the one persistence file that holds the settable ones.
+    `absent_note`: what a key missing on the node means, where the knob knows better."""
     changes: list[Change] = []
     persist: dict[str, str] = {}
     for key in sorted(desired):
@@ -54,8 +59,7 @@ def sysctl_changes(
         change = Change(knob, key, val.value, target)
         if not val.exists:
             change.action, change.flags = SKIP, [NOT_SETTABLE]
-            change.notes.append("not settable here: key absent on this node "
-                                "(module not loaded, or not in this network namespace)")
+            change.notes.append(absent_note)
         elif not val.writable and norm(val.value) == target:
             change.action = OK  # nothing to do, whoever owns it
             change.notes.append("read-only here, already as desired")

@@ -94,3 +94,14 @@ def test_plan_local_read_only_json_and_help():
     assert plan["hosts"][0]["host"] == "@local" and plan["hosts"][0]["fingerprint"]
     h = run("apply", "--help")
     assert "--serial" in h.stdout and "journal" in h.stdout
+
+
+def test_lab_vm_options_on_bad_input(tmp_path):
+    # Refused before anything is started: no root, no QEMU needed.
+    p = run("lab", "up", "--ssh-timeout", "5")
+    assert p.returncode == 1 and "--ssh-timeout is for the VM lab node (--vm)" in p.stderr
+    p = run("lab", "up", "--vm", "--ssh-timeout", "0")
+    assert p.returncode == 2 and "0 is not in the range x>=1" in p.stderr, p.stderr
+    env = {**os.environ, "NETFIX_VM_DIR": str(tmp_path / "no-vm")}
+    p = subprocess.run([NETFIX, "lab", "reboot"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and f"no VM running for {tmp_path / 'no-vm'}" in p.stderr, p.stderr
