@@ -83,6 +83,8 @@ def plan(inventory, limit, profile, as_json, out, detailed_exitcode, verbose) ->
         if out:
             click.echo(f"Plan saved to {out}; apply it with: netfix apply {out}")
     if result.has_errors:
+        failed = ", ".join(h.host for h in result.hosts if h.error)
+        click.echo(f"netfix: failed on: {failed}", err=True)
         sys.exit(1)
     if detailed_exitcode and result.has_changes:
         sys.exit(2)
@@ -194,17 +196,25 @@ def rollback(inventory, limit, tx, force, serial, max_fail, as_json) -> None:
 @inventory_options
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def history(inventory, limit, as_json) -> None:
-    """List the transactions recorded in each node's journal."""
+    """List the transactions recorded in each node's journal.
+
+    A transaction found cut off half-way (status `applying`) is first undone under the
+    node lock and shown as interrupted-restored. An unreadable journal file is listed with
+    what to do about it, and makes the exit code 1."""
     from netfix import engine, render
 
     rows = engine.history(select(inventory, limit))
     if as_json:
-        click.echo(render.to_json({h.name: txs if isinstance(txs, str) else
-                                   [t.__dict__ | {"steps": len(t.steps)} for t in txs]
-                                   for h, txs in rows}))
+        click.echo(render.to_json({h.name: found if isinstance(found, str) else [
+            t.__dict__ | {"steps": len(t.steps)} for t in found.txs] + [
+            u.__dict__ | {"unreadable": True, "advice": u.advice()} for u in found.unreadable]
+            for h, found in rows}))
+        for h, found in rows:
+            for note in [] if isinstance(found, str) else found.notices:
+                click.echo(f"netfix: {h.name}: recovery: {note}", err=True)
     else:
         render.history_table(rows)
-    if any(isinstance(txs, str) for _, txs in rows):
+    if any(isinstance(found, str) or found.unreadable for _, found in rows):
         sys.exit(1)
 
 

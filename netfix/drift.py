@@ -45,7 +45,7 @@ UNCONFIRMED = "unconfirmed"
 INCOMPLETE = "incomplete"
 KINDS = (LIVE, PERSISTED, EDITED, SHADOWED_KIND, OTHER_WRITER_KIND, UNCONFIRMED, INCOMPLETE)
 # Journal states of a transaction that did not finish cleanly: the node may hold a mix.
-INCOMPLETE_STATUSES = ("applying", "failed-restore-incomplete")
+INCOMPLETE_STATUSES = ("applying", "failed-restore-incomplete", "interrupted-restore-incomplete")
 
 # Info kinds: reported, never counted as drift.
 INFO_NOT_SETTABLE = NOT_SETTABLE
@@ -81,6 +81,7 @@ class HostDrift:
     # all, so a target that stops drifting shows up as a passing test, not a vanished one.
     checked: list[tuple[str, str]] = field(default_factory=list)
     duration: float = 0.0
+    notices: list[str] = field(default_factory=list)  # e.g. an interrupted tx recovered
 
     @property
     def status(self) -> str:
@@ -176,8 +177,12 @@ def _file_item(host: str, change: Change, current_b64: str | None, desired_b64: 
                      change.current, detail)
 
 
-def classify(hp: HostPlan, txs: list[Tx], checked_at: float | None = None) -> HostDrift:
+def classify(hp: HostPlan, record: journal.Journal | list[Tx],
+             checked_at: float | None = None) -> HostDrift:
     """Turn one host's plan and journal into drift items (see the module doc for kinds)."""
+    if isinstance(record, list):
+        record = journal.Journal(record)
+    txs = record.txs
     written = last_written(txs)
     hd = HostDrift(hp.host, hp.profile, checked_at=checked_at or time.time())
     for c in hp.changes:
@@ -221,6 +226,11 @@ def classify(hp: HostPlan, txs: list[Tx], checked_at: float | None = None) -> Ho
                 f"transaction {tx.id} stopped as '{tx.status.split()[0]}': some of its "
                 f"{len(tx.steps)} step(s) may be in force; inspect the node, then "
                 f"netfix rollback --tx {tx.id} --force"))
+    for bad in record.unreadable:
+        hd.checked.append((JOURNAL_KNOB, bad.id))
+        hd.items.append(DriftItem(hp.host, JOURNAL_KNOB, bad.id, INCOMPLETE,
+                                  "a readable journal", "unreadable", bad.advice()))
+    hd.notices = list(hp.notices)
     return hd
 
 
@@ -230,8 +240,7 @@ def check_host(host: Host, profile: Profile) -> HostDrift:
     try:
         hp, facts = engine.diff_host(
             host, profile, extra=Needs(scripts={"journal": journal.journal_script()}))
-        txs = journal.parse_journal(facts.scripts.get("journal", ""))
-        hd = classify(hp, txs)
+        hd = classify(hp, journal.parse_journal(facts.scripts.get("journal", "")))
     except Exception as e:
         # Whatever went wrong on this host (unreachable, not root, a torn read, a paramiko
         # error) is this host's error: it must neither stop the other hosts' checks nor

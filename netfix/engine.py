@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -44,36 +45,87 @@ def parallel(hosts: Iterable[Host], fn: Callable[[Host], T], workers: int = 32) 
         return list(pool.map(fn, hosts))
 
 
-def run_script(host: Host, script: str) -> transport.Result:
-    return transport.run(host, script)
+def run_script(host: Host, script: str, staged: bool = False) -> transport.Result:
+    return transport.run(host, script, staged=staged)
 
 
-def gather(host: Host, needs: Needs) -> Facts:
+def gather(host: Host, needs: Needs, recover: bool = True) -> Facts:
+    """One read-only round trip. A transaction the node reports as still `applying` is
+    finished first (see recover), and the facts read again: they described a half state."""
     res = run_script(host, build_script(needs))
-    facts = parse(host.name, res.stdout)
+    try:
+        facts = parse(host.name, res.stdout)
+    except ValueError as e:  # a torn read: a file changed while the script read it
+        raise NetfixError(f"the node's facts did not parse ({e}); run again") from e
+    facts.host_key = res.host_key
     if facts.uid == -1:
+        if host.sudo and "password is required" in res.stderr:
+            raise NetfixError(f"sudo on {host.name}: a password is required for {host.user}, "
+                              "and netfix runs `sudo -n` (never asks): give that user a "
+                              "NOPASSWD rule, or connect as root")
         raise NetfixError(f"fact script failed (exit {res.rc}): {res.stderr.strip()[:300]}")
     if facts.uid != 0:
         raise NetfixError(f"connected as uid {facts.uid}: netfix needs root on the node "
                           "(connect as root or set sudo: true with passwordless sudo)")
+    if facts.interrupted and recover:
+        notes = recover_interrupted(host, facts.interrupted)
+        facts = gather(host, needs, recover=False)
+        facts.recovered = notes
     return facts
 
 
+def recover_interrupted(host: Host, records: dict[str, bytes]) -> list[str]:
+    """Undo what each interrupted transaction made, under the node lock, as a database does
+    after a crash. Returns one line per transaction for the operator."""
+    notes = []
+    for tx_id, raw in sorted(records.items()):
+        try:
+            tx = Tx.from_record(raw)
+        except (ValueError, TypeError, KeyError) as e:
+            notes.append(f"transaction {tx_id} was interrupted and its journal is unreadable "
+                         f"({type(e).__name__}): it cannot be undone automatically; "
+                         + journal.Unreadable(tx_id, "applying", str(e)).advice())
+            continue
+        res = run_script(host, journal.recover_script(tx), staged=True)
+        words = (res.stdout.strip().splitlines() or [""])[-1].split()
+        if res.rc == journal.LOCKED:
+            notes.append(f"transaction {tx_id} is applying: another netfix run holds the "
+                         "node lock")
+        elif words[:1] == ["RECOVERED"]:
+            notes.append(f"transaction {tx_id} had been interrupted after step {words[2]} of "
+                         f"{len(tx.steps)}: undid those steps, newest first "
+                         f"(now {journal.INTERRUPTED})")
+        elif words[:1] == ["RECOVER-INCOMPLETE"]:
+            notes.append(f"transaction {tx_id} had been interrupted; undoing its steps FAILED "
+                         f"({journal.INTERRUPTED_INCOMPLETE}): check the node by hand: "
+                         + "; ".join(res.stdout.splitlines()[:-1])[:500])
+        elif words[:1] != ["NOT-INTERRUPTED"]:  # else: it was running, and has finished
+            notes.append(f"could not recover transaction {tx_id}: "
+                         f"{' '.join(words) or res.stderr.strip()[:300] or res.rc}")
+    return notes
+
+
 class Profiles:
-    """Loads each profile once per run, whatever number of hosts use it."""
+    """Loads each profile once per run, whatever number of hosts use it. Safe to share
+    between worker threads: nothing in it changes per host."""
 
     def __init__(self, override: str | None = None):
         self.override = override
         self._cache: dict[str, Profile] = {}
+        self._lock = threading.Lock()
 
     def for_host(self, host: Host) -> Profile:
         name = self.override or host.profile
         if not name:
             raise InputError(f"host {host.name} has no profile: give --profile or set "
                              "`profile:` for it in the inventory")
-        if name not in self._cache:
-            self._cache[name] = load_profile(name)
-        return self._cache[name]
+        return self.get(name)
+
+    def get(self, name: str) -> Profile:
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = load_profile(name)
+            return self._cache[name]
 
 
 def sections(profile: Profile) -> list[tuple[object, dict]]:
@@ -108,7 +160,24 @@ def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple
     if extra:
         needs.update(extra)
     facts = gather(host, needs)
-    return diff_facts(host.name, profile, facts), facts
+    hp = diff_facts(host.name, profile, facts)
+    hp.identity = identity(host, facts)
+    hp.profile_path, hp.profile_sha256 = profile.path, profile.sha256
+    hp.notices = list(facts.recovered)
+    return hp, facts
+
+
+def identity(host: Host, facts: Facts) -> dict[str, str]:
+    """What makes this node this machine: a saved plan is applied only where these match."""
+    return {"address": "local" if host.is_local else f"{host.address}:{host.port}",
+            "host_key": facts.host_key or "", "machine_id": facts.machine_id}
+
+
+def host_error(e: Exception) -> str:
+    """Any exception while handling one host is that host's error, never the run's."""
+    if isinstance(e, NetfixError):
+        return str(e)
+    return f"internal error ({type(e).__name__}: {e}); the other hosts were not affected"
 
 
 def make_plan(hosts: list[Host], profile: str | None = None,
@@ -120,8 +189,8 @@ def make_plan(hosts: list[Host], profile: str | None = None,
     def one(host: Host) -> HostPlan:
         try:
             hp = plan_host(host, profiles.for_host(host))
-        except NetfixError as e:
-            hp = HostPlan(host.name, profiles.for_host(host).name, error=str(e))
+        except Exception as e:
+            hp = HostPlan(host.name, profiles.for_host(host).name, error=host_error(e))
         if progress:
             progress(f"{host.name}: " + (hp.error or f"{len(hp.pending)} change(s)"))
         return hp
@@ -136,7 +205,8 @@ def _result(host: str, tx: Tx, res: transport.Result, done: str) -> HostResult:
         return HostResult(host, done, True, f"{len(tx.steps)} step(s)", tx.id)
     if res.rc == journal.STALE:
         found = {p[1]: p[2] for p in tagged if p[0] == "STALE"}
-        details = [f"{s.target}: found {found[s.path]!r}, expected {s.old!r}"
+        details = [f"{s.target}: found {_seen(s, found[s.path])}, expected "
+                   f"{_seen(s, journal.sha(s.old) if s.kind == 'file' else s.old)}"
                    for s in tx.steps if s.path in found]
         return HostResult(host, "stale", False, "node changed since the plan; nothing was "
                           "changed: run plan again", None, details)
@@ -148,14 +218,55 @@ def _result(host: str, tx: Tx, res: transport.Result, done: str) -> HostResult:
         details = [line for line in lines if line.startswith(("FAILED", "UNDO-FAILED"))]
         return HostResult(host, "restore-incomplete", False, "a step failed AND undoing it "
                           f"failed: check the node by hand (journal {tx.id})", tx.id, details)
+    if res.rc == transport.INCOMPLETE:
+        return HostResult(host, "not-applied", False, "the script did not reach the node "
+                          "whole, so the node ran none of it: nothing was changed")
     msg = (res.stdout.strip().splitlines() or [""])[-1] + " " + res.stderr.strip()[:300]
     return HostResult(host, "error", False, msg.strip() or f"apply script exit {res.rc}")
 
 
+def _seen(step: Step, value: str | None) -> str:
+    """A stale value as the operator compares it: files by sha256 on both sides."""
+    if step.kind != "file" or value in (None, "absent", "masked"):
+        return repr(value) if step.kind != "file" else str(value or "absent")
+    return f"sha256:{value[:16]}"
+
+
 def run_tx(host: Host, tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           done: str = "applied", arm: str | None = None, pre: str | None = None) -> HostResult:
-    res = run_script(host, journal.script(tx, check=check, marks=marks, arm=arm, pre=pre))
+           done: str = "applied", arm: str | None = None, pre: str | None = None,
+           rmdirs: str | None = None) -> HostResult:
+    script = journal.script(tx, check=check, marks=marks, arm=arm, pre=pre, rmdirs=rmdirs)
+    try:
+        res = run_script(host, script, staged=True)
+    except transport.ConnectionLost as e:
+        return outcome(host, tx, done, str(e))
+    if res.rc == transport.VANISHED:
+        return outcome(host, tx, done, "the node's run of the script was killed")
     return _result(host.name, tx, res, done)
+
+
+def outcome(host: Host, tx: Tx, done: str, why: str) -> HostResult:
+    """The connection broke after the node had the whole script: reconnect once and read
+    what really happened from the node's journal (waiting for the run to finish)."""
+    try:
+        res = run_script(host, journal.outcome_script(tx.id))
+    except NetfixError as e:
+        return HostResult(host.name, "unknown", False, f"{why}; reconnecting failed too ({e}): "
+                          f"the outcome of transaction {tx.id} is unknown; `netfix history` "
+                          "shows it once the node answers", tx.id)
+    status = res.stdout.strip() or "absent"
+    if status == "absent":
+        return HostResult(host.name, "not-applied", False, f"{why}; reconnected: the node never "
+                          f"started transaction {tx.id}, nothing was changed")
+    if status.startswith("applying"):  # under the lock: its run died mid-way
+        notes = recover_interrupted(host, {tx.id: tx.record()})
+        return HostResult(host.name, journal.INTERRUPTED, False, f"{why}; reconnected: "
+                          f"{' '.join(notes)}", tx.id)
+    if status.startswith("applied"):
+        return HostResult(host.name, done, True, f"{len(tx.steps)} step(s); {why}, but on "
+                          f"reconnecting the node's journal says {status}", tx.id)
+    return HostResult(host.name, status.split()[0], False, f"{why}; reconnected: transaction "
+                      f"{tx.id} ended {status}", tx.id)
 
 
 def batches(hosts: list[Host], serial: int | None) -> list[list[Host]]:
@@ -190,7 +301,9 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
     """`confirm` SECONDS: the node reverts each transaction by itself unless confirmed in
     time (see confirm_window); `auto_confirm` confirms over a new SSH connection.
     A host whose plan has a disruptive change on the interface carrying netfix's own SSH
-    session is refused (nothing changed there) unless `allow_disruptive`."""
+    session is refused (nothing changed there) unless `allow_disruptive`.
+    `saved`: `plan` came from a file. It is never run as such: each host is planned again
+    and only the freshly computed steps run, and only if they equal the saved ones."""
     by_name = {hp.host: hp for hp in plan.hosts}
     profiles = Profiles()
 
@@ -200,19 +313,18 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
             return HostResult(host.name, "error", False, "host is not in the saved plan")
         if hp.error:
             return HostResult(host.name, "error", False, hp.error)
-        risky = [] if allow_disruptive else cuts_off_ssh(hp)
-        if risky:
-            return HostResult(host.name, "refused", False, f"{len(risky)} disruptive change(s) "
-                              "on the interface carrying netfix's SSH session; nothing was "
-                              "changed: rerun with --allow-disruptive to make them anyway",
-                              None, risky)
         try:
             if saved:
-                profiles.override = hp.profile
-                fresh = plan_host(host, profiles.for_host(host))
-                if fresh.fingerprint != hp.fingerprint:
-                    return HostResult(host.name, "stale", False, "the node changed since the "
-                                      "plan was saved; nothing was changed: run plan again")
+                fresh = replan_saved(host, hp, profiles)
+                if isinstance(fresh, HostResult):
+                    return fresh
+                hp = fresh
+            risky = [] if allow_disruptive else cuts_off_ssh(hp)
+            if risky:
+                return HostResult(host.name, "refused", False, f"{len(risky)} disruptive "
+                                  "change(s) on the interface carrying netfix's SSH session; "
+                                  "nothing was changed: rerun with --allow-disruptive to make "
+                                  "them anyway", None, risky)
             steps = [Step(**asdict(op), knob=c.knob, target=c.target)
                      for c in hp.pending for op in c.ops]
             if not steps:
@@ -222,10 +334,63 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
             if confirm:
                 return confirm_window(host, tx, confirm, auto_confirm)
             return run_tx(host, tx)
-        except NetfixError as e:
-            return HostResult(host.name, "error", False, str(e))
+        except Exception as e:
+            return HostResult(host.name, "error", False, host_error(e))
 
     return rollout(hosts, one, serial, max_fail, progress)
+
+
+def replan_saved(host: Host, saved: HostPlan, profiles: Profiles) -> HostPlan | HostResult:
+    """Plan `host` again from the saved plan's own profile and check the result against the
+    file: same machine, same profile bytes, same facts, same steps. Returns the fresh plan,
+    or the refusal (nothing is changed on a refused host)."""
+    def refuse(status: str, why: str) -> HostResult:
+        return HostResult(host.name, status, False, f"{why}; nothing was changed")
+
+    source = saved.profile_path or saved.profile or ""
+    try:
+        profile = profiles.get(source)
+    except InputError as e:
+        return refuse("error", f"the plan's profile cannot be loaded ({e})")
+    if saved.profile_sha256 and profile.sha256 != saved.profile_sha256:
+        return refuse("stale", f"profile {source} changed since the plan was made (sha256 "
+                      f"{saved.profile_sha256[:12]} then, {profile.sha256[:12]} now): plan again")
+    fresh = plan_host(host, profile)
+    if fresh.error:
+        return refuse("error", fresh.error)
+    for key, was in saved.identity.items():
+        now = fresh.identity.get(key)
+        if key != "address" and was and now != was:
+            return refuse("wrong-machine", f"the plan for {host.name} was made on another "
+                          f"machine ({key} {was} then, {now} now, at "
+                          f"{fresh.identity.get('address')}): plan again for this machine")
+    if fresh.fingerprint != saved.fingerprint:
+        return refuse("stale", "the node changed since the plan was saved: plan again")
+    diff = first_difference(saved, fresh)
+    if diff:
+        return refuse("refused", f"the saved plan does not match what netfix computes for "
+                      f"this node now ({diff}): the plan file was edited, or made by another "
+                      "netfix version; plan again")
+    return fresh
+
+
+def first_difference(saved: HostPlan, fresh: HostPlan) -> str | None:
+    old = [(c.knob, c.target, op) for c in saved.pending for op in c.ops]
+    new = [(c.knob, c.target, op) for c in fresh.pending for op in c.ops]
+    for n, ((knob, target, a), (_, _, b)) in enumerate(zip(old, new, strict=False), 1):
+        for name in ("kind", "path", "old", "new", "read", "set"):
+            x, y = getattr(a, name), getattr(b, name)
+            if x != y:
+                return (f"step {n}, {knob} {target}: `{name}` is {_clip(x)} in the file, "
+                        f"{_clip(y)} computed")
+    if len(old) != len(new):
+        return f"{len(old)} step(s) in the file, {len(new)} computed"
+    return None
+
+
+def _clip(value: object, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def cuts_off_ssh(hp: HostPlan) -> list[str]:
@@ -237,33 +402,50 @@ def cuts_off_ssh(hp: HostPlan) -> list[str]:
             if DISRUPTIVE in c.flags and MANAGEMENT in c.flags]
 
 
-def read_journal(host: Host) -> list[Tx]:
+def read_journal(host: Host) -> journal.Journal:
     facts = gather(host, Needs(scripts={"journal": journal.journal_script()}))
-    return journal.parse_journal(facts.scripts.get("journal", ""))
+    found = journal.parse_journal(facts.scripts.get("journal", ""))
+    found.notices = facts.recovered
+    return found
 
 
-def history(hosts: list[Host]) -> list[tuple[Host, list[Tx] | str]]:
-    def one(host: Host) -> tuple[Host, list[Tx] | str]:
+def history(hosts: list[Host]) -> list[tuple[Host, journal.Journal | str]]:
+    def one(host: Host) -> tuple[Host, journal.Journal | str]:
         try:
             return host, read_journal(host)
-        except NetfixError as e:
-            return host, str(e)
+        except Exception as e:
+            return host, host_error(e)
 
     return parallel(hosts, one)
 
 
-def _pick(txs: list[Tx], tx_id: str | None) -> Tx:
+# A transaction in one of these states has nothing in force to roll back.
+UNDONE = ("rolled-back", journal.REVERTED, journal.INTERRUPTED, "failed-restored")
+
+
+def _pick(found: journal.Journal, tx_id: str | None) -> Tx:
     if tx_id:
-        for t in txs:
+        bad = next((u for u in found.unreadable if u.id == tx_id), None)
+        if bad:
+            raise NetfixError(bad.advice())
+        for t in found.txs:
             if t.id == tx_id:
-                if t.status.startswith(("rolled-back", journal.REVERTED)):
-                    raise NetfixError(f"transaction {tx_id} is already {t.status}")
+                if t.status.startswith(UNDONE):
+                    raise NetfixError(f"transaction {tx_id} is already {t.status}: nothing "
+                                      "of it is in force")
                 return t
         raise NetfixError(f"no transaction {tx_id} in this node's journal")
-    for t in reversed(txs):
-        if t.kind == "apply" and t.status.startswith("applied"):
-            return t
-    raise NetfixError("nothing to roll back: no applied transaction in the journal")
+    picked = next((t for t in reversed(found.txs)
+                   if t.kind == "apply" and t.status.startswith("applied")), None)
+    # Ids start with the time: an unreadable record newer than the pick may be the change
+    # that is really in force, so rolling back past it would not restore the node.
+    newer = [u for u in found.unreadable if picked is None or u.id > picked.id]
+    if newer:
+        raise NetfixError(newer[-1].advice() + (
+            f"; to roll back the older transaction anyway: --tx {picked.id}" if picked else ""))
+    if picked is None:
+        raise NetfixError("nothing to roll back: no applied transaction in the journal")
+    return picked
 
 
 def _found(facts: Facts, step: Step) -> str | None:
@@ -276,8 +458,10 @@ def _found(facts: Facts, step: Step) -> str | None:
 
 
 def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> HostResult:
+    history = None
     try:
-        target = _pick(read_journal(host), tx_id)
+        history = read_journal(host)
+        target = _pick(history, tx_id)
         needs = Needs(paths={s.path for s in target.steps if s.kind == "value"},
                       files={s.path for s in target.steps if s.kind == "file"},
                       scripts={s.path: s.read for s in target.steps
@@ -300,16 +484,18 @@ def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> 
         pre = journal.disarm_script(target.id) \
             if target.status.startswith(journal.UNCONFIRMED) else None
         res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"}, done="rolled-back",
-                     pre=pre)
+                     pre=pre, rmdirs=target.id)
         if res.status == "error" and f"REVERTING {target.id}" in res.message:
             res.status = "reverting"
             res.message = (f"the node is reverting transaction {target.id} by itself right now "
                            "(its confirm window ran out); nothing else was done: see history")
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \
             if res.ok else res.message
+        res.details = history.notices + res.details
         return res
-    except NetfixError as e:
-        return HostResult(host.name, "error", False, str(e))
+    except Exception as e:
+        return HostResult(host.name, "error", False, host_error(e), None,
+                          history.notices if history else [])
 
 
 def _show(step: Step, value: str | None) -> str:
@@ -335,8 +521,8 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     if not res.ok:
         return res
     try:
-        probe = run_script(host, journal.confirm_script(tx.id) if auto_confirm
-                           else journal.status_script(tx.id))
+        probe = run_script(host, journal.confirm_script(tx.id), staged=True) if auto_confirm \
+            else run_script(host, journal.status_script(tx.id))
     except NetfixError as e:  # unreachable, or the new session failed: same meaning here
         return HostResult(host.name, "unreachable", False,
                           f"applied, but a new SSH connection failed ({e}): the change may have "
@@ -372,7 +558,7 @@ def _confirm_result(host: str, res: transport.Result, tx_id: str | None) -> Host
                           "automatic revert is disarmed", confirmed[-1])
     if any(r[0] == "NOTFOUND" for r in rows):
         return HostResult(host, "error", False, f"no transaction {tx_id} in this node's journal")
-    txs = journal.parse_journal(listing)
+    txs = journal.parse_journal(listing).txs
     if tx_id:
         last = next((t for t in txs if t.id == tx_id), None)
     else:
@@ -388,9 +574,10 @@ def _confirm_result(host: str, res: transport.Result, tx_id: str | None) -> Host
 
 def confirm_host(host: Host, tx_id: str | None = None) -> HostResult:
     try:
-        return _confirm_result(host.name, run_script(host, journal.confirm_script(tx_id)), tx_id)
-    except NetfixError as e:
-        return HostResult(host.name, "error", False, str(e))
+        res = run_script(host, journal.confirm_script(tx_id), staged=True)
+        return _confirm_result(host.name, res, tx_id)
+    except Exception as e:
+        return HostResult(host.name, "error", False, host_error(e))
 
 
 def confirm(hosts: list[Host], tx_id: str | None = None,

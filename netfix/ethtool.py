@@ -14,6 +14,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from netfix.errors import NetfixError
+
 # profile group -> (show flag, set flag)
 SHOW = {"channels": "l", "rings": "g", "coalesce": "c", "offloads": "k"}
 SET = {"channels": "-L", "rings": "-G", "coalesce": "-C", "offloads": "-K"}
@@ -78,7 +80,12 @@ def _json(text: str) -> dict:
             out.setdefault(key, value)
         return out
 
-    data = json.loads(text, object_pairs_hook=pairs)
+    try:
+        data = json.loads(text, object_pairs_hook=pairs)
+    except ValueError as e:
+        # Seen: ethtool prints an interface name with quotes unescaped in its JSON.
+        raise NetfixError(f"cannot parse `ethtool --json` output from the node ({e}); "
+                          "an interface name with quotes or backslashes breaks it") from None
     return data[0] if isinstance(data, list) and data else {}
 
 

@@ -60,6 +60,12 @@ class Facts:
     files: dict[str, bytes | None] = field(default_factory=dict)
     dirs: dict[str, dict[str, DirEntry]] = field(default_factory=dict)
     scripts: dict[str, str] = field(default_factory=dict)
+    machine_id: str = ""
+    host_key: str | None = None  # SHA256 fingerprint of the node's SSH host key
+    # Transactions found "applying" (id -> journal record): a run was cut off, or one is
+    # running right now; the engine finishes them under the node lock.
+    interrupted: dict[str, bytes] = field(default_factory=dict)
+    recovered: list[str] = field(default_factory=list)  # what the engine did about them
 
     def sysctl(self, key: str) -> Value:
         return self.values.get(sysctl_path(key), Value(False, False, None))
@@ -99,6 +105,11 @@ while read -r k x u; do [ "$k" = MemTotal: ] && break; done < /proc/meminfo
 printf '@@NF\thost\tmem_kb\t\t%s\n' "$x"
 while read -r k x u; do [ "$k" = Uid: ] && break; done < /proc/self/status
 printf '@@NF\thost\tuid\t\t%s\n' "$x"
+x=""; read -r x < /etc/machine-id 2>/dev/null; printf '@@NF\thost\tmachine_id\t\t%s\n' "$x"
+set +f  # transactions left "applying": the engine recovers them (builtins unless one is)
+for x in /var/lib/netfix/tx/*.status; do [ -f "$x" ] || continue; read -r s u < "$x"
+  [ "$s" = applying ] || continue; x=${x%.status}; printf '@@NF\tpending\t%s\t\t' "${x##*/}"
+  base64 -w0 < "$x.json" 2>/dev/null; echo; done; set -f
 """
 
 # All values from one grep (dash's `read` reads byte by byte, and procfs sysctls return
@@ -168,6 +179,8 @@ def parse(host: str, output: str) -> Facts:
             facts.dirs.setdefault(name, {})
         elif kind == "s":
             facts.scripts[name] = base64.b64decode(payload).decode(errors="replace")
+        elif kind == "pending":
+            facts.interrupted[name] = base64.b64decode(payload)
     return facts
 
 
@@ -208,3 +221,5 @@ def _set_host(facts: Facts, name: str, value: str) -> None:
         facts.mem_bytes = int(value) * 1024
     elif name == "uid" and value.lstrip("-").isdigit():
         facts.uid = int(value)
+    elif name == "machine_id":
+        facts.machine_id = value

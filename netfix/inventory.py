@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ from netfix.profile import YamlDoc, read_yaml
 
 LOCAL_HOST = "@local"
 HOST_KEY_POLICIES = ("yes", "accept-new", "no")
+# ssh's StrictHostKeyChecking spellings. `ask` needs a terminal netfix does not have; ssh
+# without one refuses an unknown key, which is what `yes` does.
+SSH_HOST_KEY_POLICIES = {"yes": "yes", "ask": "yes", "true": "yes", "accept-new": "accept-new",
+                         "no": "no", "off": "no", "false": "no"}
 
 # Names end up in --limit patterns, logs and file names: keep out pattern and shell syntax.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.:@-]*")
@@ -60,12 +65,30 @@ class Host:
     @property
     def known_hosts(self) -> str | None:
         path = self.vars.get("ssh_known_hosts_file")
+        if not path and (files := self.ssh_option("userknownhostsfile")):
+            # ssh reads every file listed and adds new keys to the first; netfix uses that one.
+            path = shlex.split(files)[0] if files.lower() != "none" else os.devnull
         return os.path.expanduser(path) if path else None
 
     @property
     def strict_host_key_checking(self) -> str:
+        # netfix's own var wins; then Ansible's, in the order Ansible puts them on ssh's
+        # command line (host_key_checking=false first), where the first value is kept.
+        value = self.vars.get("ssh_strict_host_key_checking")
+        if value is None and self.vars.get("ansible_host_key_checking") is False:
+            value = "no"
+        if value is None and (option := self.ssh_option("stricthostkeychecking")):
+            value = SSH_HOST_KEY_POLICIES.get(option.lower(), option)
         # Checked again here because hosts can also be built in code, not only loaded.
-        return _host_key_policy(self.vars.get("ssh_strict_host_key_checking", "yes"))
+        return _host_key_policy("yes" if value is None else value)
+
+    def ssh_option(self, name: str) -> str | None:
+        """An `-o` option (lower-case name) of Ansible's ssh common/extra args."""
+        for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+            value = ssh_options(self.vars.get(var) or "").get(name)
+            if value is not None:
+                return value
+        return None
 
     @property
     def sudo(self) -> bool:
@@ -121,6 +144,53 @@ def _host_key_policy(value: Any) -> str:
     return value
 
 
+# ssh flags that take an argument: that argument is not an option even if it looks like one.
+_SSH_ARG_FLAGS = "BbcDEeFIiJLlmOpQRSWw"
+
+
+def ssh_options(args: str) -> dict[str, str]:
+    """The `-o` options of an ssh command line, by lower-case name, first one kept as ssh
+    does. `-o Key=value`, `-oKey=value`, `-o "Key value"` and `-o Key value`."""
+    words = shlex.split(args)  # ValueError on an unclosed quote
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if len(word) == 2 and word[0] == "-" and word[1] in _SSH_ARG_FLAGS:
+            i += 1
+            continue
+        if not word.startswith("-o"):
+            continue
+        option = word[2:]
+        if not option:
+            if i == len(words):
+                raise ValueError("-o without an option")
+            option, i = words[i], i + 1
+        m = re.fullmatch(r"\s*([A-Za-z0-9]+)(?:\s*=\s*|\s+|$)(.*?)\s*", option)
+        if m is None:
+            raise ValueError(f"bad ssh option {option!r}: expected -o Key=value")
+        key, value = m.group(1).lower(), m.group(2)
+        if not value and i < len(words) and not words[i].startswith("-"):
+            value, i = words[i], i + 1
+        if not value:
+            raise ValueError(f"ssh option {m.group(1)} has no value")
+        options.setdefault(key, value)
+    return options
+
+
+def _ssh_args(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string of ssh arguments, got {value!r}")
+    options = ssh_options(value)
+    shlex.split(options.get("userknownhostsfile", ""))  # an unclosed quote: ValueError now
+    policy = options.get("stricthostkeychecking")
+    if policy is not None and policy.lower() not in SSH_HOST_KEY_POLICIES:
+        raise ValueError(f"StrictHostKeyChecking must be one of "
+                         f"{', '.join(SSH_HOST_KEY_POLICIES)}, got {policy!r}")
+    return value
+
+
 def _connection(value: Any) -> str:
     if value not in ("ssh", "local"):
         raise ValueError(f"must be ssh or local, got {value!r}")
@@ -138,6 +208,10 @@ KNOWN_VARS: dict[str, Callable[[Any], Any]] = {
     "profile": _str,
     "connect_timeout": _timeout,
     "connection": _connection,
+    # Ansible's ssh settings, under their own names: Host reads them after netfix's ssh_* vars.
+    "ansible_ssh_common_args": _ssh_args,
+    "ansible_ssh_extra_args": _ssh_args,
+    "ansible_host_key_checking": _bool,
 }
 
 # Ansible variable -> netfix variable. Other ansible_* vars are Ansible's business.
@@ -153,6 +227,10 @@ ANSIBLE_VARS = {
     "ansible_become": "sudo",
     "ansible_connection": "connection",
     "netfix_profile": "profile",
+    "ansible_ssh_common_args": "ansible_ssh_common_args",
+    "ansible_ssh_extra_args": "ansible_ssh_extra_args",
+    "ansible_host_key_checking": "ansible_host_key_checking",
+    "ansible_ssh_host_key_checking": "ansible_host_key_checking",
 }
 _ANSIBLE_SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh")
 
@@ -393,7 +471,7 @@ class _RawInventory:
         if name == "ssh_port" and isinstance(value, str) and value.isdigit():
             return int(value)
         if (
-            name == "sudo"
+            name in ("sudo", "ansible_host_key_checking")
             and isinstance(value, str)
             and value.lower() in ("yes", "true", "no", "false")
         ):

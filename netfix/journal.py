@@ -13,6 +13,7 @@ import base64
 import getpass
 import hashlib
 import json
+import os
 import secrets
 import shlex
 import socket
@@ -70,7 +71,7 @@ def new_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def _sha(b64: str | None) -> str:
+def sha(b64: str | None) -> str:
     if b64 is None:
         return "absent"
     return hashlib.sha256(base64.b64decode(b64)).hexdigest()
@@ -87,14 +88,20 @@ mkdir -p "$TXD" && chmod 700 "$D" || { echo "ERROR cannot create $D"; exit 10; }
 command -v flock >/dev/null 2>&1 || { echo "ERROR flock not found (install util-linux)"; exit 10; }
 exec 9>>"$D/lock"
 flock -w 30 9 || { echo "LOCKED another netfix run holds $D/lock"; exit 11; }
+rm -f "$D"/.err.*  # under the lock none is in use: what is left is from a killed run
+P="$TXD/$TX.progress"
 cur() { tr -s ' \t\n' '   ' < "$1" | sed 's/^ *//; s/ *$//'; }
 fsum() { if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then echo masked
   elif [ -f "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo absent; fi; }
 wval() { { printf '%%s\n' "$2" > "$1"; } 2>"$E" && [ "$(cur "$1")" = "$2" ] || {
   echo "$1: kernel kept '$(cur "$1" 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"
   return 1; }; }
+mkd() { [ -d "$1" ] && return 0; mkd "$(dirname "$1")" && mkdir "$1" &&
+  printf '%%s\n' "$1" >> "$TXD/$TX.dirs"; }
+rmdirs() { [ -f "$TXD/$1.dirs" ] && sort -r "$TXD/$1.dirs" | while read -r d; do
+  rmdir "$d" 2>/dev/null; done; return 0; }
 wfile() { t="$(dirname "$1")/.$(basename "$1").netfix.$$"
-  { mkdir -p "$(dirname "$1")" && printf '%%s' "$2" | base64 -d > "$t" &&
+  { mkd "$(dirname "$1")" && printf '%%s' "$2" | base64 -d > "$t" &&
     { [ ! -e "$1" ] || chmod --reference="$1" "$t"; } && sync "$t" && mv -f "$t" "$1" &&
     sync "$(dirname "$1")"; } 2>"$E" || { rm -f "$t"; echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
 wcmd() { ( set_$1 "$2" ) >"$E" 2>&1 && [ "$(read_$1 | tr -s ' \t\n' '   ' | sed 's/^ *//; s/ *$//')" = "$2" ] || {
@@ -118,19 +125,47 @@ def _do(s: Step, i: int, value: str | None) -> str:
     return f"wfile {q(s.path)} {q(value)}"
 
 
-def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           state_dir: str = STATE_DIR, arm: str | None = None, pre: str | None = None) -> str:
-    """The apply script for `tx`. `check=False` skips the before-state check (--force).
-    `marks` sets other transactions' status on success (a rollback marks its target).
-    `arm` (from arm_script) arms an automatic revert once every step is made; the status is
-    then applied-unconfirmed, and a failure to arm undoes the steps. `pre` is sh run under
-    the lock after the check, before the journal is written (a rollback disarms there)."""
-    q = shlex.quote
-    out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
+def _functions(tx: Tx) -> list[str]:
+    """read_i/set_i of the cmd steps and undo_i of every step: the apply script and the
+    recovery of an interrupted one undo with the same code."""
+    out = []
     for i, s in enumerate(tx.steps, 1):
         if s.kind == "cmd":
             out.append(f"read_{i}() {{ {s.read}\n}}")
             out.append(f"set_{i}() {{ {s.set}\n}}")
+        # A value whose file is gone (its module unloaded, e.g. by a reboot since) holds
+        # nothing of ours any more: there is nothing to put back.
+        guard = f"[ -e {shlex.quote(s.path)} ] || return 0; " if s.kind == "value" else ""
+        out.append(f"undo_{i}() {{ {guard}{_do(s, i, s.old)}; }}")
+    return out
+
+
+# undo_from K: undo steps K..1, newest first; R=1 when one of them failed.
+_UNDO_FROM = r"""undo_from() { R=0; i=$1
+  while [ "$i" -ge 1 ]; do undo_$i || { R=1; printf 'UNDO-FAILED\t%s\t%s\n' "$i" "$(cat "$E.why")"; }
+    i=$((i-1)); done; }"""
+
+# Set by fault-injection tests only: the apply script stops after that step, holding the
+# lock, so a test can kill it or power the node off at a known point.
+PAUSE_ENV = "NETFIX_TEST_PAUSE_AFTER_STEP"
+
+
+def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
+           state_dir: str = STATE_DIR, arm: str | None = None, pre: str | None = None,
+           rmdirs: str | None = None) -> str:
+    """The apply script for `tx`. `check=False` skips the before-state check (--force).
+    `marks` sets other transactions' status on success (a rollback marks its target).
+    `arm` (from arm_script) arms an automatic revert once every step is made; the status is
+    then applied-unconfirmed, and a failure to arm undoes the steps. `pre` is sh run under
+    the lock after the check, before the journal is written (a rollback disarms there).
+    `rmdirs`: once every step is made, remove the directories that transaction created,
+    where they are empty again (a rollback names its target).
+
+    Before step i the script appends i to <id>.progress (synced before file steps), so the
+    recovery of an interrupted run knows which steps may have been made."""
+    q = shlex.quote
+    out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
+    out += _functions(tx)
     if check:
         for i, s in enumerate(tx.steps, 1):
             if s.kind == "cmd":
@@ -140,32 +175,62 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
                 out.append(f'x=$(cur {q(s.path)} 2>/dev/null); '
                            f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
             else:
-                out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(_sha(s.old))} ] || '
+                out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(sha(s.old))} ] || '
                            f'stale {q(s.path)} "$x"')
         out.append('[ "$S" = 0 ] || exit 12')
     if pre:
         out.append(pre)
     record = base64.b64encode(tx.record()).decode()
+    out.append(': > "$P" && sync "$P" || { echo "ERROR cannot write $P"; exit 10; }')
     out.append(f'wfile "$TXD/$TX.json" {q(record)} || {{ echo "ERROR journal: $(cat "$E.why")";'
                " exit 10; }")
     out.append('status "$TX" applying || { echo "ERROR cannot write journal status"; exit 10; }')
-    for i, s in enumerate(tx.steps, 1):
-        out.append(f"undo_{i}() {{ {_do(s, i, s.old)}; }}")
-    out.append(r"""fail() { printf 'FAILED\t%s\t%s\n' "$1" "$(cat "$E.why" 2>/dev/null)"; R=0; i=$1
-  undo_$i 2>/dev/null; i=$((i-1))  # a failed write or mv leaves its target as it was
-  while [ "$i" -ge 1 ]; do undo_$i || { R=1; printf 'UNDO-FAILED\t%s\t%s\n' "$i" "$(cat "$E.why")"; }
-    i=$((i-1)); done
+    out.append(_UNDO_FROM)
+    out.append(r"""fail() { printf 'FAILED\t%s\t%s\n' "$1" "$(cat "$E.why" 2>/dev/null)"
+  undo_$1 2>/dev/null  # best effort: a failed write or mv leaves its target as it was
+  undo_from $(($1-1)); rmdirs "$TX"
   if [ $R = 0 ]; then status "$TX" failed-restored; rm -f "$E" "$E.why"; exit 13; fi
   status "$TX" failed-restore-incomplete; exit 14; }""")
+    pause = os.environ.get(PAUSE_ENV, "")
     for i, s in enumerate(tx.steps, 1):
-        out.append(f"{_do(s, i, s.new)} || fail {i}")
+        # Only a file step must find its mark on disk after a power cut: live values do
+        # not survive one anyway, and a sync per value would cost a fork each.
+        mark = f'echo {i} >> "$P"' + (' && sync "$P"' if s.kind == "file" else "")
+        out.append(f"{mark} && {_do(s, i, s.new)} || fail {i}")
+        if pause == str(i):
+            out.append('echo "$$" > "$TXD/$TX.paused"; sleep 600')
     final = "applied"
     if arm:
         out.append(f"{arm}\narm || fail {len(tx.steps)}")
         final = f'"{UNCONFIRMED} $ARMED"'  # arm() says how: "revert in 30s by pid 123"
+    if rmdirs:
+        out.append(f"rmdirs {q(rmdirs)}")
     for other, state in (marks or {}).items():
         out.append(f"status {q(other)} {q(state)}")
     out.append(f'status "$TX" {final}; rm -f "$E" "$E.why"; echo "DONE $TX"')
+    return "\n".join(out) + "\n"
+
+
+INTERRUPTED = "interrupted-restored"
+INTERRUPTED_INCOMPLETE = "interrupted-restore-incomplete"
+
+
+def recover_script(tx: Tx, state_dir: str = STATE_DIR) -> str:
+    """Finish a transaction found `applying` the safe way: under the lock (so it is not
+    running), undo every step its progress file says may have been made, newest first.
+    Prints RECOVERED/RECOVER-INCOMPLETE <id> <steps undone>, or NOT-INTERRUPTED <id>."""
+    q = shlex.quote
+    out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
+    out.append('read -r st _ < "$TXD/$TX.status" 2>/dev/null || st=""\n'
+               '[ "$st" = applying ] || { echo "NOT-INTERRUPTED $TX $st"; exit 0; }')
+    out += _functions(tx)
+    out.append(_UNDO_FROM)
+    # No progress file: written by a netfix that kept none; every step may have been made.
+    out.append(f'K={len(tx.steps)}; if [ -f "$P" ]; then K=0; while read -r k; do '
+               'case "$k" in *[!0-9]*|"") ;; *) K=$k;; esac; done < "$P"; fi')
+    out.append(f'undo_from "$K"; rmdirs "$TX"; rm -f "$E" "$E.why" "$TXD/$TX.paused"\n'
+               f'if [ $R = 0 ]; then status "$TX" "{INTERRUPTED}"; echo "RECOVERED $TX $K"\n'
+               f'else status "$TX" "{INTERRUPTED_INCOMPLETE}"; echo "RECOVER-INCOMPLETE $TX $K"; fi')
     return "\n".join(out) + "\n"
 
 
@@ -181,23 +246,53 @@ def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = No
 
 def journal_script(state_dir: str = STATE_DIR) -> str:
     return f"""for f in {shlex.quote(state_dir)}/tx/*.json; do [ -f "$f" ] || continue
-  s=$(head -n1 "${{f%.json}}.status" 2>/dev/null); echo "TX $(basename "$f" .json) $s"
+  s=$(head -n1 "${{f%.json}}.status" 2>/dev/null) || s=never-started
+  echo "TX $(basename "$f" .json) $s"
   base64 -w0 < "$f"; echo; done"""
 
 
-def parse_journal(output: str) -> list[Tx]:
-    txs = []
+@dataclass
+class Unreadable:
+    """A journal file that does not parse: its changes may be live, and netfix cannot
+    undo them by itself. Reported by history, drift and rollback, never skipped."""
+
+    id: str
+    status: str
+    reason: str
+
+    def advice(self, state_dir: str = STATE_DIR) -> str:
+        return (f"journal file {state_dir}/tx/{self.id}.json is unreadable ({self.reason}; "
+                f"status {self.status or 'unknown'}): netfix cannot undo that transaction. "
+                f"Recover by hand: compare the node with its profile (netfix plan), fix what "
+                f"differs, then move {self.id}.json and {self.id}.status out of "
+                f"{state_dir}/tx")
+
+
+@dataclass
+class Journal:
+    txs: list[Tx]
+    unreadable: list[Unreadable] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what reading it recovered
+
+
+def parse_journal(output: str) -> Journal:
+    journal = Journal([])
     lines = output.splitlines()
     for head, body in zip(lines[::2], lines[1::2], strict=False):
         if not head.startswith("TX "):
             continue
         parts = head.split(" ", 2)
-        status = parts[2] if len(parts) > 2 else "unknown"
+        status = parts[2] if len(parts) > 2 else ""
         try:
-            txs.append(Tx.from_record(base64.b64decode(body), status=status))
-        except (ValueError, TypeError, KeyError):
-            continue  # a torn or foreign file must not hide the others
-    return sorted(txs, key=lambda t: (t.time, t.id))
+            journal.txs.append(Tx.from_record(base64.b64decode(body), status=status or
+                                              "unknown"))
+        except ValueError as e:  # JSONDecodeError and binascii.Error are ValueErrors
+            journal.unreadable.append(Unreadable(parts[1], status, f"not JSON: {e}"))
+        except (TypeError, KeyError, AttributeError) as e:
+            journal.unreadable.append(Unreadable(parts[1], status, "not a netfix journal "
+                                                 f"record: {type(e).__name__} {e}"))
+    journal.txs.sort(key=lambda t: (t.time, t.id))
+    return journal
 
 
 # --------------------------------------------------------------------------- confirmed apply
@@ -221,7 +316,7 @@ def arm_script(tx: Tx, seconds: int, state_dir: str = STATE_DIR) -> str:
     q = shlex.quote
     rid = new_id()
     revert = script(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
-                    state_dir=state_dir)
+                    state_dir=state_dir, rmdirs=tx.id)
     p = _revert_paths(tx.id, state_dir)
     runner = (f"mv {q(p['sh'])} {q(p['run'])} 2>/dev/null || exit 0; "
               f"sh {q(p['run'])} > {q(p['log'])} 2>&1; rm -f {q(p['run'])} {q(p['pid'])} "
@@ -287,6 +382,16 @@ fi
 echo @@JOURNAL
 {journal_script(state_dir)}
 """
+
+
+def outcome_script(tx_id: str, state_dir: str = STATE_DIR) -> str:
+    """Read-only, after waiting for the node lock (a detached run may still hold it): the
+    status of one transaction, `absent` when the node never started it."""
+    q = shlex.quote
+    tx = f"{state_dir}/tx/{tx_id}"
+    return (f"exec 9>>{q(state_dir + '/lock')} 2>/dev/null && flock -w 300 9\n"
+            f"if [ -f {q(tx + '.status')} ]; then head -n1 {q(tx + '.status')}; "
+            "else echo absent; fi\n")
 
 
 def status_script(tx_id: str, state_dir: str = STATE_DIR) -> str:

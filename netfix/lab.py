@@ -76,13 +76,15 @@ PRIVATE_DIRS = (
     ("/etc/default", "mirror"),
     ("/etc/sysconfig", "mirror"),
     ("/var/lib/netfix", "create"),
+    # sudo's timestamps (/run/sudo/ts/<user>) would land in the host's shared /run.
+    ("/run/sudo", "mirror"),
     # Empty on purpose: root's real dotfiles (pyenv init in .bashrc) cost ~0.1 s per
     # SSH command.
     ("/root", "mirror"),
 )
 PRIVATE_FILES = ("/etc/sysctl.conf",)
 # The node cannot see the lab dir through these, so the lab dir must not be below them.
-HIDDEN_IN_NODE = (*OVERLAID, "/root", "/proc", "/sys", "/usr/lib/sysctl.d")
+HIDDEN_IN_NODE = (*OVERLAID, "/root", "/proc", "/sys", "/usr/lib/sysctl.d", "/run/sudo")
 
 LAB_ENTRIES = (
     "state.json",
@@ -90,6 +92,7 @@ LAB_ENTRIES = (
     "id_ed25519",
     "id_ed25519.pub",
     "known_hosts",
+    "known_hosts.lock",  # netfix.knownhosts serialises accept-new writers on it
     "nodes",
 )
 
@@ -380,6 +383,8 @@ def _node_script(lab_dir: Path, index: int, binds: list[tuple[str, str]], create
         )
     lines.append(f"echo {q(name)} > /etc/hostname")
     lines.append(f"echo {q(name)} > /proc/sys/kernel/hostname")
+    # Like a real node, its own name resolves (sudo warns on every run otherwise).
+    lines.append(f"echo {q('127.0.1.1 ' + name)} >> /etc/hosts")
     for path in create:
         lines.append(f"mkdir -p {q(path)}")
     for path in PRIVATE_FILES:
@@ -415,7 +420,9 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-AuthorizedKeysFile {lab_dir}/id_ed25519.pub
+# Accounts a test creates inside a node (non-root users with sudo) log in with their own
+# ~/.ssh/authorized_keys, as on a real node; root by the lab's key (Match below).
+AuthorizedKeysFile .ssh/authorized_keys
 # Benchmarks open sessions to many nodes at once.
 MaxStartups 100:30:200
 MaxSessions 50
@@ -424,6 +431,8 @@ PrintMotd no
 PrintLastLog no
 # File transfers (pyinfra) use sftp; internal-sftp needs no extra binary.
 Subsystem sftp internal-sftp
+Match User root
+    AuthorizedKeysFile {lab_dir}/id_ed25519.pub
 """
 
 
@@ -638,6 +647,9 @@ def lab_up(
     (lab_dir / "nodes").mkdir(exist_ok=True)
     # sshd refuses to start without its privilege separation dir.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    if _which("sudo"):
+        # What sudo would create itself; made here so that each node binds a private one.
+        Path("/run/sudo").mkdir(mode=0o711, exist_ok=True)
     _write_client_key(lab_dir)
     if _ensure_bridge():
         say(f"bridge {BRIDGE} up ({BRIDGE_ADDR}/24)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from netfix.errors import InputError
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: host identity, profile path and sha256, re-derived ops
 
 # Change.action values
 UPDATE = "update"  # has ops to run
@@ -67,6 +67,11 @@ class HostPlan:
     fingerprint: str = ""
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # address, SSH host key fingerprint and machine-id: a saved plan applies only there
+    identity: dict[str, str] = field(default_factory=dict)
+    profile_path: str | None = None  # resolved, so a plan made from ./x.yaml applies anywhere
+    profile_sha256: str = ""  # of the merged profile: an edited profile makes the plan stale
+    notices: list[str] = field(default_factory=list)  # e.g. an interrupted tx recovered
 
     @property
     def pending(self) -> list[Change]:
@@ -108,16 +113,24 @@ def fingerprint(changes: list[Change]) -> str:
 
 
 def load_plan(path: str | Path) -> Plan:
+    """Read a saved plan as data, checked against its schema: a wrong shape is an error
+    naming the file and the field, never a traceback. Nothing in it is run as it stands
+    (engine.apply plans again and compares)."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise InputError("no such plan file", file=str(p)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read the plan: {e}", file=str(p)) from None
     except json.JSONDecodeError as e:
         raise InputError(f"not a netfix plan (invalid JSON: {e.msg})", file=str(p),
                          line=e.lineno) from None
     if not isinstance(data, dict) or data.get("version") != PLAN_VERSION:
-        raise InputError(f"not a netfix plan of version {PLAN_VERSION}", file=str(p))
+        version = data.get("version") if isinstance(data, dict) else None
+        raise InputError(f"not a netfix plan of version {PLAN_VERSION} (found version "
+                         f"{version!r}): make the plan again with this netfix", file=str(p))
+    _validate(data, p)
     hosts = []
     for h in data["hosts"]:
         changes = [
@@ -125,3 +138,16 @@ def load_plan(path: str | Path) -> Plan:
         ]
         hosts.append(HostPlan(**{**h, "changes": changes}))
     return Plan(hosts=hosts, created=data.get("created", 0.0))
+
+
+def _validate(data: Any, path: Path) -> None:
+    import jsonschema
+
+    from netfix.profile import field_path
+
+    schema = json.loads((Path(__file__).parent / "schema" / "plan.json").read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        raise InputError(f"not a valid netfix plan: {error.message}", file=str(path),
+                         path=field_path(list(error.absolute_path)) or "(top level)")

@@ -163,12 +163,23 @@ def profile_schema() -> dict[str, Any]:
     return json.loads(resources.files("netfix.schema").joinpath("profile.json").read_text())
 
 
+# The answer also depends on _validator's own rules; change this when they change, so that
+# stamps written under the old rules stop matching.
+_VALIDATOR_RULES = "strict-integer"
+
+
 @functools.cache
 def _validator() -> Any:
     # jsonschema costs ~150 ms to import; only commands that load a profile pay for it.
     import jsonschema
 
-    return jsonschema.Draft202012Validator(profile_schema())
+    base = jsonschema.Draft202012Validator
+    # JSON Schema counts 8192.0 as an integer; a YAML float would reach sysctl.d, sysfs and
+    # ethtool as "8192.0", which the kernel refuses at apply. Floats are never integers here.
+    strict = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=strict)(profile_schema())
 
 
 def validate_schema(doc: YamlDoc, data: Any, lines_from: list[YamlDoc] | None = None) -> None:
@@ -208,7 +219,7 @@ def _valid_stamp(data: Any) -> Path | None:
     if not base or base == "~/.cache":
         return None
     try:
-        blob = json.dumps([profile_schema(), data], sort_keys=True).encode()
+        blob = json.dumps([profile_schema(), _VALIDATOR_RULES, data], sort_keys=True).encode()
     except (TypeError, ValueError):
         return None
     return Path(base, "netfix", "valid", hashlib.sha256(blob).hexdigest())
@@ -260,20 +271,30 @@ def _article(type_name: Any) -> str:
     )
 
 
+_KINDS = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "list",
+    dict: "mapping",
+    type(None): "null",
+}
+
+
+def _kind(value: Any) -> str:
+    kind = _KINDS.get(type(value), type(value).__name__)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _show(value: Any) -> str:
-    kinds = {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-        type(None): "null",
-    }
-    kind = kinds.get(type(value), type(value).__name__)
+    kind = _KINDS.get(type(value), type(value).__name__)
     shown = repr(value) if not isinstance(value, dict | list) else ""
     if len(shown) > 60:
         shown = shown[:57] + "..."
+    if isinstance(value, float) and value.is_integer():
+        # The usual cause is a stray ".0"; say the fix.
+        shown += f"; write {int(value)}"
     return f"{kind} {shown}".strip()
 
 
@@ -336,10 +357,15 @@ def list_profiles() -> list[tuple[str, Path, str]]:
 def _description_of(path: Path) -> str:
     # A listing must not fail on one broken file; `validate` reports the details.
     try:
-        data = read_yaml(path).data
+        doc = read_yaml(path)
     except InputError:
         return "(invalid YAML)"
-    if isinstance(data, dict) and isinstance(data.get("description"), str):
+    try:
+        _check_is_profile(doc)
+    except InputError:
+        return "(not a profile)"
+    data = doc.data
+    if isinstance(data.get("description"), str):
         return data["description"]
     return ""
 
@@ -353,6 +379,17 @@ class Profile:
     files: list[str]  # the merge chain, parents first, the profile itself last
     data: dict[str, Any]  # merged and validated; no `extends`, no nulls
     description: str
+
+    @property
+    def path(self) -> str:
+        return str(Path(self.files[-1]).resolve())
+
+    @property
+    def sha256(self) -> str:
+        """Of the merged data: any edit that changes what the profile says, in the file or
+        a parent, changes it; comments and key order do not."""
+        blob = json.dumps(self.data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -397,10 +434,7 @@ def _linearize(
     if key in done:
         return
     doc = read_yaml(path)
-    if doc.data is None:
-        raise doc.error("the profile file is empty")
-    if not isinstance(doc.data, dict):
-        raise doc.error(f"a profile must be a mapping of sections, got {_show(doc.data)}")
+    _check_is_profile(doc)
     validate_schema(doc, strip_nulls(doc.data))
     stack.append((key, path.stem))
     parents = doc.data.get("extends") or []
@@ -416,6 +450,31 @@ def _linearize(
     stack.pop()
     done[key] = doc
     chain.append(doc)
+
+
+def _check_is_profile(doc: YamlDoc) -> None:
+    """Refuse a file that is not a profile before anything echoes its values: it may be any
+    file the operator pointed at (/etc/shadow, a vault). Only its top-level keys are named."""
+    keys = list(profile_schema()["properties"])
+    if doc.data is None or doc.data == {}:
+        raise doc.error("the profile file is empty")
+    if not isinstance(doc.data, dict):
+        raise doc.error(f"not a profile: its YAML is {_kind(doc.data)}, a profile is a "
+                        f"mapping of sections ({', '.join(keys)})")
+    # Checked before nulls are stripped: `services:` with no value would vanish with them
+    # and leave a compose file as an empty profile.
+    unknown = [k for k in doc.data if k not in keys]
+    if not unknown:
+        return
+    shown = ", ".join(repr(k if len(k) <= 40 else k[:37] + "...") for k in unknown[:5])
+    if len(unknown) > 5:
+        shown += f" and {len(unknown) - 5} more"
+    if len(unknown) == len(doc.data):
+        what = f"not a profile: none of its top-level keys ({shown}) is a profile key"
+    else:
+        what = f"unknown top-level key{'s' if len(unknown) > 1 else ''} {shown}"
+    raise InputError(f"{what}; a profile has only {', '.join(keys)}",
+                     file=doc.file, line=doc.line((unknown[0],)))
 
 
 def _resolve_parent(doc: YamlDoc, ref: str, ref_path: tuple, base_dir: Path) -> Path:

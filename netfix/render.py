@@ -69,6 +69,8 @@ def plan_table(plan: Plan, verbose: bool = False) -> None:
         if hp.error:
             out.line(f"{hp.host}: ERROR {hp.error}", "bold red")
             continue
+        for note in hp.notices:
+            out.line(f"{hp.host}: RECOVERY {note}", "bold magenta")
         rows = [c for c in hp.changes if shown(c, verbose)]
         skipped = sum(c.action == SKIP for c in hp.changes)
         out.line(f"{hp.host} (profile {hp.profile}, {hp.info.get('cpus')} CPUs, kernel "
@@ -129,9 +131,14 @@ def history_table(rows: list) -> None:
         if isinstance(txs, str):
             t.add_row(host.name, "", "", "", "", f"ERROR {txs}", "", style="red")
             continue
-        if not txs:
+        for note in txs.notices:
+            t.add_row(host.name, "", "recovery", "", "", note, "", style="magenta")
+        for bad in txs.unreadable:
+            t.add_row(host.name, bad.id, "?", "", "?", f"UNREADABLE {bad.advice()}", "",
+                      style="red")
+        if not txs.txs and not txs.unreadable:
             t.add_row(host.name, "(none)", "", "", "", "", "")
-        for tx in txs:
+        for tx in txs.txs:
             kind = tx.kind + (f" of {tx.rolls_back}" if tx.rolls_back else "")
             t.add_row(host.name, tx.id, kind, tx.profile or "", str(len(tx.steps)), tx.status,
                       f"{tx.user}@{tx.controller}")
@@ -149,6 +156,8 @@ def drift_table(report) -> None:  # report: netfix.drift.DriftReport
         if h.error:
             out.line(f"{h.host}: ERROR {h.error}", "bold red")
             continue
+        for note in h.notices:
+            out.line(f"{h.host}: RECOVERY {note}", "bold magenta")
         out.line(f"{h.host} (profile {h.profile}): "
                  + (f"{len(h.items)} drift item(s)" if h.items else "no drift")
                  + (f", {len(h.info)} not applicable here" if h.info else ""), "bold")

@@ -7,7 +7,10 @@ about 0.2 s of start-up, and `@local` runs should not pay it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import shlex
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -20,40 +23,80 @@ class HostUnreachable(NetfixError):
     pass
 
 
+class ConnectionLost(HostUnreachable):
+    """The command had started when the connection broke: its outcome is unknown here."""
+
+
 @dataclass
 class Result:
     rc: int
     stdout: str
     stderr: str
+    host_key: str | None = None  # SHA256 fingerprint of the SSH host key; None for local
 
 
-def _shell(host: Host) -> list[str]:
+def _sudo(host: Host) -> list[str]:
+    return ["sudo", "-n"] if host.sudo and not (host.is_local and os.geteuid() == 0) else []
+
+
+# A write script (apply, rollback, confirm) must never run in part. The node first stores
+# it whole and checks its length and sha256, given on the command line, so a connection
+# cut mid-transfer runs nothing. It then runs detached, in its own session with its output
+# in files: a controller killed or an SSH session cut mid-run cannot stop it half-way, and
+# the controller reads the outcome from the node's journal when it reconnects.
+STAGE = r"""set -u; umask 077; r="$3/run"
+mkdir -p "$r" && f=$(mktemp "$r/s.XXXXXXXX") ||
+  { echo "ERROR cannot stage the script in $r"; exit 10; }
+cat > "$f"; n=$(wc -c < "$f"); h=$(sha256sum < "$f" | cut -c1-64)
+if [ "$n" != "$1" ] || [ "$h" != "$2" ]; then rm -f "$f"
+  echo "ERROR the script arrived incomplete ($n of $1 bytes): nothing was run"; exit 16; fi
+setsid sh -c 'trap "" HUP PIPE; sh "$1" > "$1.out" 2> "$1.err" < /dev/null; echo $? > "$1.rc"
+  kill -0 "$2" 2>/dev/null || rm -f "$1" "$1.out" "$1.err" "$1.rc"' netfix-run "$f" $$ < /dev/null &
+wait $!; cat "$f.out"; cat "$f.err" >&2; rc=$(cat "$f.rc" 2>/dev/null) || rc=17
+rm -f "$f" "$f.out" "$f.err" "$f.rc"; exit "$rc"
+"""
+INCOMPLETE = 16  # exit code of STAGE: the script did not arrive whole, nothing ran
+VANISHED = 17  # exit code of STAGE: the detached run ended without an exit code (killed)
+
+
+def _argv(host: Host, script: str, staged: bool, state_dir: str) -> tuple[list[str], bytes]:
     # Plain sh, never the login shell: root's bash rc files cost ~0.1 s per command.
-    if host.sudo and not (host.is_local and os.geteuid() == 0):
-        return ["sudo", "-n", "sh", "-s"]
-    return ["sh", "-s"]
+    data = script.encode()
+    if not staged:
+        return [*_sudo(host), "sh", "-s"], data
+    return ([*_sudo(host), "sh", "-c", STAGE, "netfix-stage", str(len(data)),
+             hashlib.sha256(data).hexdigest(), state_dir], data)
 
 
-def run(host: Host, script: str, timeout: float = 120.0) -> Result:
+def run(host: Host, script: str, timeout: float = 120.0, staged: bool = False,
+        state_dir: str = "/var/lib/netfix") -> Result:
+    """Run `script` on `host`. `staged`: the node runs it only once it holds all of it
+    (see STAGE); a connection lost after that raises ConnectionLost, the node carries on."""
+    argv, data = _argv(host, script, staged, state_dir)
     if host.is_local:
-        p = subprocess.run(
-            _shell(host), input=script.encode(), capture_output=True, timeout=timeout
-        )
+        p = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
         return Result(p.returncode, p.stdout.decode(errors="replace"),
                       p.stderr.decode(errors="replace"))
-    return _run_ssh(host, script, timeout)
+    return _run_ssh(host, shlex.join(argv), data, timeout)
 
 
 def _client(host: Host):  # -> paramiko.SSHClient
     import paramiko
 
+    from netfix import knownhosts
+
     client = paramiko.SSHClient()
     known = host.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
-    if os.path.exists(known):
-        client.load_host_keys(known)
+    # Not client.load_host_keys: it raises on a malformed line, and save_host_keys rewrites
+    # the whole file from this one client's view (parallel hosts lost each other's keys).
+    known_hosts = knownhosts.read(known)
+    known_hosts.install(client, host.address, host.port)
     policy = host.strict_host_key_checking
+    accept = knownhosts.AcceptNew()
     if policy == "yes":
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    elif policy == "accept-new":
+        client.set_missing_host_key_policy(accept)
     else:
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
@@ -74,28 +117,47 @@ def _client(host: Host):  # -> paramiko.SSHClient
         msg = str(e)
         if "not found in known_hosts" in msg:
             msg = (f"host key of {host.address} is not in {known} and host key checking is "
-                   "on; add it (ssh-keyscan) or set ssh_strict_host_key_checking: accept-new")
+                   "on; add it (ssh-keyscan) or set ssh_strict_host_key_checking: accept-new"
+                   + known_hosts.ignored())
         raise HostUnreachable(f"ssh to {host.user}@{host.address}:{host.port}: {msg}") from e
     except (TimeoutError, OSError) as e:
         raise HostUnreachable(
             f"cannot reach {host.address}:{host.port}: {e.strerror or e}") from e
-    if policy == "accept-new" and os.path.dirname(known):
-        os.makedirs(os.path.dirname(known), exist_ok=True)
-        client.save_host_keys(known)
+    try:
+        accept.record(known, host.address, host.port)
+    except knownhosts.KnownHostsError:
+        client.close()
+        raise
     return client
 
 
-def _run_ssh(host: Host, script: str, timeout: float) -> Result:
+def host_key_fingerprint(client) -> str:  # client: paramiko.SSHClient
+    """SHA256:... as `ssh-keygen -lf` prints it: the identity a saved plan records."""
+    key = client.get_transport().get_remote_server_key()
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def _run_ssh(host: Host, command: str, data: bytes, timeout: float) -> Result:
+    import paramiko
+
     client = _client(host)
+    started = False
     try:
-        stdin, stdout, stderr = client.exec_command(" ".join(_shell(host)), timeout=timeout)
-        stdin.write(script)
+        fp = host_key_fingerprint(client)
+        stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+        started = True
+        stdin.write(data)
         stdin.channel.shutdown_write()
         out = stdout.read().decode(errors="replace")
         err = stderr.read().decode(errors="replace")
         rc = stdout.channel.recv_exit_status()
-        return Result(rc, out, err)
-    except (TimeoutError, OSError) as e:
-        raise HostUnreachable(f"connection to {host.address} lost: {e}") from e
+        if rc == -1:  # the channel closed without an exit status: the session was cut
+            raise ConnectionLost(f"connection to {host.address} lost before the command "
+                                 "finished (no exit status)")
+        return Result(rc, out, err, fp)
+    except (TimeoutError, OSError, EOFError, paramiko.SSHException) as e:
+        cls = ConnectionLost if started else HostUnreachable
+        raise cls(f"connection to {host.address} lost: {e or type(e).__name__}") from e
     finally:
         client.close()

@@ -59,6 +59,14 @@ SSH_TIMEOUT_KVM = 90.0
 # Under TCG a boot takes 40-100 s; a busy 2-core machine can double that.
 SSH_TIMEOUT_TCG = 420.0
 POWEROFF_TIMEOUT = 60.0
+# A SIGKILLed QEMU is gone in well under a second; a D-state I/O can take a few.
+KILL_TIMEOUT = 30.0
+# Under TCG a boot sometimes hangs in early kernel init (seen: no console line after
+# "IP idents hash table entries" for minutes, the guest clock stopped) while the same
+# image boots in 20 s the next time. The longest quiet stretch of a good boot here is a
+# few seconds; after this many the QEMU is restarted (the disk is untouched that early).
+STALL_SECONDS = 90.0
+BOOT_TRIES = 3
 # Under working KVM the kernel banner reaches the serial port in about a second.
 KVM_PROBE_SECONDS = 15.0
 
@@ -387,19 +395,84 @@ def image_meta(cache_dir: Path = DEFAULT_CACHE) -> dict:
 # ---------------------------------------------------------------------------- running
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_state(stat_path: str) -> str | None:
+    """The state letter of a /proc stat file; None if it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(stat_path).read_text()
     except OSError:
+        return None
+    # The state follows the parenthesised comm, which may itself contain ")" and spaces.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while any thread of the process lives. The leader's own state is not enough:
+    when QEMU's main thread has exited, /proc/PID/stat says Z while the vCPU threads still
+    run and still hold the disk images' locks."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        tasks = []
+    if not tasks:  # no task dir to read: fall back to the leader's state
+        return _proc_state(f"/proc/{pid}/stat") not in (None, "Z", "X")
+    return any(
+        _proc_state(f"/proc/{pid}/task/{tid}/stat") not in (None, "Z", "X") for tid in tasks
+    )
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until the process is really gone: reaped if it is our child, else no /proc/PID
+    or every thread a zombie. False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # A child whose leader is a zombie with live threads is not reapable yet: 0.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+            mine = True
+        except ChildProcessError:
+            mine = False
+        if not mine and not _pid_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _kill_wait(pid: int, sig: int = signal.SIGKILL, timeout: float = KILL_TIMEOUT) -> None:
+    """Send `sig` and return only once the process is really gone (its files closed, its
+    image locks released); NetfixError if it is still there after `timeout` seconds."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    if not _wait_gone(pid, timeout):
+        raise NetfixError(
+            f"vm: QEMU pid {pid} still has live threads {timeout:.0f} s after "
+            f"{signal.Signals(sig).name}; its disk images stay locked until it is gone "
+            f"(check `ls /proc/{pid}/task` and the process state in /proc/{pid}/task/*/stat)"
+        )
 
 
 def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    except OSError:
-        return []
+    """The process's argv. A zombie leader's own cmdline reads empty while its other
+    threads live: read theirs then, so such a QEMU is still found (and killed)."""
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    text = read(f"/proc/{pid}/cmdline")
+    if not text:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            tids = []
+        text = next((t for t in (read(f"/proc/{pid}/task/{i}/cmdline") for i in tids) if t), "")
+    return text.split("\0") if text else []
 
 
 def _our_qemus(lab_dir: Path) -> list[int]:
@@ -534,14 +607,24 @@ def _wait_ssh(
     say: Progress,
     not_boot_id: str | None = None,
 ) -> str:
-    # paramiko logs every refused banner as a traceback while the guest is still booting.
+    with _quiet_paramiko():
+        return _poll_ssh(lab_dir, port, pid, timeout, say, not_boot_id)
+
+
+@contextmanager
+def _quiet_paramiko() -> Iterator[None]:
+    """paramiko logs every refused banner as a traceback, while a guest boots or hangs."""
     plog = logging.getLogger("paramiko")
     level = plog.level
     plog.setLevel(logging.CRITICAL)
     try:
-        return _poll_ssh(lab_dir, port, pid, timeout, say, not_boot_id)
+        yield
     finally:
         plog.setLevel(level)
+
+
+class BootStalled(NetfixError):
+    """The guest printed nothing for STALL_SECONDS while booting."""
 
 
 def _poll_ssh(
@@ -549,11 +632,20 @@ def _poll_ssh(
 ) -> str:
     t0 = time.monotonic()
     last = t0
+    serial = lab_dir / "serial.log"
+    seen, changed = -2, t0
     while True:
         bid = _boot_id(lab_dir, port)
         if bid is not None and bid != not_boot_id:
             return bid
         now = time.monotonic()
+        size = serial.stat().st_size if serial.exists() else -1
+        if size != seen:
+            seen, changed = size, now
+        elif now - changed > STALL_SECONDS:
+            lines = _tail(serial).strip().splitlines() or ["(nothing)"]
+            raise BootStalled(f"vm: boot stalled: no console output for {STALL_SECONDS:.0f} s "
+                              f"after {lines[-1].strip()!r}")
         if not _pid_alive(pid):
             raise NetfixError(
                 f"vm: QEMU (pid {pid}) exited while booting; serial log "
@@ -700,9 +792,8 @@ def vm_up(
             # Nested KVM can pass the probe and then stall or stop on the first vCPU run
             # while the QEMU process stays alive.
             why = f"no kernel output within {KVM_PROBE_SECONDS:.0f} s"
-            os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.05)
+            # The TCG QEMU opens the same overlay: it must wait for every thread to go.
+            _kill_wait(pid)
         with open(lab_dir / "qemu.log", "a") as log:
             log.write(stderr)
         if accel == "kvm":
@@ -720,11 +811,30 @@ def vm_up(
                   image=str(image))
     _write_outputs(lab_dir, info, host_key)
     t0 = time.monotonic()
-    _wait_ssh(lab_dir, port, pid, ssh_timeout or _ssh_timeout(accel), say)
+    _wait_booted(tools, image, lab_dir, info, ssh_timeout or _ssh_timeout(accel), say)
     info.boot_seconds = round(time.monotonic() - t0, 1)
     inventory = _write_outputs(lab_dir, info, host_key)
     say(f"{info.name} up in {info.boot_seconds:.0f} s ({accel.upper()}); inventory {inventory}")
     return inventory
+
+
+def _wait_booted(tools: dict[str, str], image: Path, lab_dir: Path, info: VmInfo,
+                 timeout: float, say: Progress, not_boot_id: str | None = None) -> None:
+    """Wait for SSH from a new boot; a boot that stalls is power-cycled, BOOT_TRIES times."""
+    for attempt in range(1, BOOT_TRIES + 1):
+        try:
+            _wait_ssh(lab_dir, info.port, info.pid, timeout, say, not_boot_id)
+            return
+        except BootStalled as e:
+            if attempt == BOOT_TRIES:
+                raise
+            say(f"{e}; restarting QEMU (boot {attempt + 1} of {BOOT_TRIES})")
+            _kill_wait(info.pid)  # it holds the overlay's lock until every thread is gone
+            info.pid, stderr = _start_qemu(tools["qemu-system-x86_64"], image, lab_dir,
+                                           info.port, info.accel)
+            if not info.pid:
+                raise NetfixError(f"vm: QEMU did not start again:\n{stderr.strip()}") from e
+            _write_state(lab_dir, info)
 
 
 def vm_info(lab_dir: Path = DEFAULT_DIR) -> VmInfo | None:
@@ -765,8 +875,8 @@ def vm_reboot(
     _write_state(lab_dir, info)
     say(f"vm: booting again (QEMU pid {info.pid})")
     # A changed boot id is the proof of a new boot.
-    _wait_ssh(lab_dir, info.port, info.pid, ssh_timeout or _ssh_timeout(info.accel), say,
-              not_boot_id=old)
+    _wait_booted(tools, image, lab_dir, info, ssh_timeout or _ssh_timeout(info.accel), say,
+                 not_boot_id=old)
     took = time.monotonic() - t0
     say(f"vm: back after reboot in {took:.0f} s")
     return took
@@ -776,27 +886,26 @@ def _poweroff(info: VmInfo, lab_dir: Path, say: Progress) -> None:
     """Shut the guest down cleanly; kill QEMU after a timeout."""
     try:
         # The session dies with sshd; "--no-block" lets the command return first.
-        vm_exec("systemctl --no-block poweroff", lab_dir, check=False, timeout=10)
+        with _quiet_paramiko():
+            vm_exec("systemctl --no-block poweroff", lab_dir, check=False, timeout=10)
     except Exception:  # noqa: BLE001 - a hung guest is killed below
         pass
-    deadline = time.monotonic() + POWEROFF_TIMEOUT
-    while _pid_alive(info.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _pid_alive(info.pid):
-        os.kill(info.pid, signal.SIGTERM)
-        time.sleep(2)
-        say(f"vm: {info.name} did not power off within {POWEROFF_TIMEOUT:.0f} s; killed")
+    if _wait_gone(info.pid, POWEROFF_TIMEOUT):
+        return
+    # The next QEMU (reboot) opens the same overlay: return only once this one is gone.
+    try:
+        _kill_wait(info.pid, signal.SIGTERM, timeout=5.0)
+    except NetfixError:
+        _kill_wait(info.pid)
+    say(f"vm: {info.name} did not power off within {POWEROFF_TIMEOUT:.0f} s; killed")
 
 
 def _kill_stale(lab_dir: Path, say: Progress) -> list[str]:
     removed = []
     for pid in _our_qemus(lab_dir):
-        os.kill(pid, signal.SIGKILL)
+        _kill_wait(pid)
         removed.append(f"stale qemu (pid {pid})")
         say(f"vm: killed stale QEMU pid {pid}")
-    deadline = time.monotonic() + 5
-    while any(_pid_alive(p) for p in _our_qemus(lab_dir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
     return removed
 
 

@@ -12,7 +12,7 @@ need_root() {
 }
 need_root
 
-PKGS=(openssh-server openssh-client nftables ethtool iproute2 conntrack procps kmod
+PKGS=(openssh-server openssh-client nftables ethtool iproute2 conntrack procps kmod sudo
       util-linux coreutils python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do

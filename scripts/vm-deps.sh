@@ -9,5 +9,6 @@ command -v qemu-img >/dev/null 2>&1 || missing="$missing qemu-utils"
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || missing="$missing e2fsprogs"
 if [ -n "$missing" ]; then
     apt-get update -qq
+    # shellcheck disable=SC2086  # $missing is a word list on purpose
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi

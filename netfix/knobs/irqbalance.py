@@ -29,6 +29,8 @@ SERVICE = "irqbalance.service"
 DEBIAN, RHEL = "/etc/default/irqbalance", "/etc/sysconfig/irqbalance"
 VAR = "IRQBALANCE_BANNED_CPULIST"
 SYSTEMD_PID1 = '[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]'
+# Facts.cpus is only a count; the online list can have holes ("0-3,6").
+ONLINE = "/sys/devices/system/cpu/online"
 
 _STATE = f"""read -r c < /proc/1/comm || c=unknown
 echo "pid1 $c"
@@ -40,7 +42,7 @@ fi
 
 
 def needs(section: dict, ctx: Context) -> Needs:
-    return Needs(files={DEBIAN, RHEL}, scripts={KNOB: _STATE})
+    return Needs(paths={ONLINE}, files={DEBIAN, RHEL}, scripts={KNOB: _STATE})
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
@@ -124,10 +126,12 @@ def _config(cpus: str, facts: Facts, state: dict[str, str], ctx: Context) -> Cha
     old = facts.files.get(path)
     now = banned(old)
     shown_now, shown_want = f"{VAR}={now if now is not None else '(unset)'}", f"{VAR}={cpus}"
-    missing = sorted(set(cpulist(cpus)) - set(range(facts.cpus)))
+    online = facts.value(ONLINE).value
+    missing = sorted(set(cpulist(cpus)) - set(cpulist(online) if online else range(facts.cpus)))
     if missing:
+        where = f"online CPUs {online}" if online else f"{facts.cpus} CPUs"
         return skip(KNOB, path, "banned CPUs", shown_want, f"CPU {','.join(map(str, missing))} "
-                    f"does not exist on this node ({facts.cpus} CPUs): not applied",
+                    f"is not online on this node ({where}): not applied",
                     current=shown_now, flag=ERROR).change()
     new = old if now == cpus else edit(old, cpus, ctx)
     q = shlex.quote(path)

@@ -265,6 +265,52 @@ def test_rollback_restores_live_and_at_boot(vm):
     assert left.strip() == "", left
 
 
+NETFIX_FILES = ("/etc/sysctl.d /etc/modprobe.d /etc/modules-load.d /etc/netfix "
+                "/etc/systemd/system /etc/udev/rules.d /etc/default/irqbalance")
+
+
+def files_state(vm) -> str:
+    """Every file netfix may write, with its sha256, and the directories: byte identity."""
+    return vm.sh(f"find {NETFIX_FILES} 2>/dev/null | sort | while read -r f; do "
+                 "if [ -f \"$f\" ]; then sha256sum \"$f\"; else echo \"dir $f\"; fi; done")
+
+
+def test_power_cut_mid_apply_is_undone_by_the_next_run(vm):
+    """Invariant: a node powered off half-way through an apply (here after its second
+    file step) comes back with the transaction `applying`; the next netfix run undoes the
+    steps made, marks it interrupted-restored, and the files are byte-identical to before
+    and the live values the originals."""
+    before_files, before_values = files_state(vm), vm.sysctls(list(WANT))
+    assert before_values == vm.originals
+    ch = vm.plan("--profile", PROFILE)
+    ops = [op for c in ch.values() if c["action"] == "update" for op in c["ops"]]
+    files = [i for i, op in enumerate(ops, 1) if op["kind"] == "file"]
+    step = files[1]  # two persistence files on disk, the rest not
+    env = {**os.environ, "NETFIX_TEST_PAUSE_AFTER_STEP": str(step), "COLUMNS": "200"}
+    proc = subprocess.Popen([NETFIX, "apply", "--profile", PROFILE, "--allow-disruptive",
+                             "-i", str(vm.inventory)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    paused = ""
+    while not paused and time.monotonic() < deadline:
+        time.sleep(1)
+        paused = vm.sh("ls /var/lib/netfix/tx/ | grep '[.]paused$' || true").strip()
+    assert paused, "the apply never paused"
+    tx_id = paused.removesuffix(".paused")
+    assert files_state(vm) != before_files  # really half-applied, on disk
+    vm.reboot()  # a power cycle: the paused run dies with the machine
+    proc.kill()
+    proc.communicate()
+    assert vm.sh(f"head -n1 /var/lib/netfix/tx/{tx_id}.status").split()[0] == "applying"
+    said = " ".join(vm.netfix("history").stdout.split())  # the table wraps long cells
+    assert f"transaction {tx_id} had been interrupted after step {step}" in said, said
+    assert vm.sh(f"head -n1 /var/lib/netfix/tx/{tx_id}.status").split()[0] == \
+        "interrupted-restored"
+    assert files_state(vm) == before_files
+    vm.sh("modprobe nf_conntrack")
+    assert vm.sysctls(list(WANT)) == vm.originals
+
+
 def test_without_persistence_files_settings_are_lost_at_boot(vm):
     """Guards the tests above: persistence comes from netfix's files, not from the VM."""
     vm.netfix("apply", "--profile", PROFILE, "--allow-disruptive")

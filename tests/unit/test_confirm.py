@@ -45,7 +45,7 @@ def apply_armed(tx: Tx, state: str, seconds: int) -> subprocess.CompletedProcess
 
 
 def txs(state: str) -> dict[str, Tx]:
-    return {t.id: t for t in journal.parse_journal(run(journal.journal_script(state)).stdout)}
+    return {t.id: t for t in journal.parse_journal(run(journal.journal_script(state)).stdout).txs}
 
 
 def revert_files(state: str, tx: Tx) -> list[str]:

@@ -249,6 +249,113 @@ def test_shipped_example_inventories_agree() -> None:
         assert sum(h.is_local for h in inv.hosts.values()) == 1
 
 
+# --------------------------------------------------------------------------- Ansible ssh args
+
+
+def ansible_host(tmp_path: Path, all_vars: str, host_vars: str = "{}") -> Host:
+    text = f"all:\n  vars: {all_vars}\n  hosts:\n    n1: {host_vars}\n"
+    return load_inventory(str(write(tmp_path, text))).hosts["n1"]
+
+
+def test_kubespray_style_common_args_choose_known_hosts_and_policy(tmp_path: Path) -> None:
+    host = ansible_host(tmp_path, "{ansible_ssh_common_args: '-o UserKnownHostsFile=~/kh/known"
+                                  " -o StrictHostKeyChecking=accept-new -o ProxyJump=bastion'}")
+    assert host.known_hosts == str(Path.home() / "kh/known")
+    assert host.strict_host_key_checking == "accept-new"
+
+
+@pytest.mark.parametrize(
+    ("args", "policy"),
+    [
+        ("-oStrictHostKeyChecking=no", "no"),
+        ('-o "StrictHostKeyChecking accept-new"', "accept-new"),
+        ("-o StrictHostKeyChecking no", "no"),
+        ("-o stricthostkeychecking=Accept-New", "accept-new"),
+        ("-o StrictHostKeyChecking=ask", "yes"),  # no terminal to ask on: refuse, as ssh does
+        ("-o StrictHostKeyChecking=off", "no"),
+        ("-o StrictHostKeyChecking=yes -o StrictHostKeyChecking=no", "yes"),  # ssh: first wins
+        ("-F ssh.cfg -o ControlPersist=60s", "yes"),  # no option given: netfix's default
+        ("-F -oStrictHostKeyChecking=no", "yes"),  # that is -F's file name, not an option
+        ("-o ProxyCommand='ssh -o StrictHostKeyChecking=no -W %h:%p b'", "yes"),
+    ],
+)
+def test_strict_host_key_checking_spellings(tmp_path: Path, args: str, policy: str) -> None:
+    quoted = args.replace("'", "''")
+    assert ansible_host(tmp_path, f"{{ansible_ssh_common_args: '{quoted}'}}"
+                        ).strict_host_key_checking == policy
+
+
+@pytest.mark.parametrize(
+    ("all_vars", "host_vars", "policy"),
+    [
+        ("{ansible_host_key_checking: false}", "{}", "no"),
+        ("{ansible_host_key_checking: 'False'}", "{}", "no"),
+        ("{ansible_ssh_host_key_checking: false}", "{}", "no"),
+        ("{ansible_host_key_checking: true}", "{}", "yes"),
+        # Ansible puts host_key_checking's -o before the args and ssh keeps the first.
+        ("{ansible_host_key_checking: false, ansible_ssh_common_args: "
+         "'-o StrictHostKeyChecking=accept-new'}", "{}", "no"),
+        ("{ansible_ssh_extra_args: '-o StrictHostKeyChecking=accept-new'}", "{}", "accept-new"),
+        ("{ansible_ssh_common_args: '-o StrictHostKeyChecking=no', "
+         "ansible_ssh_extra_args: '-o StrictHostKeyChecking=accept-new'}", "{}", "no"),
+        # netfix's own var is the explicit answer.
+        ("{ansible_ssh_common_args: '-o StrictHostKeyChecking=no'}",
+         "{ssh_strict_host_key_checking: accept-new}", "accept-new"),
+        # A host's args replace its group's whole string, as in Ansible.
+        ("{ansible_ssh_common_args: '-o StrictHostKeyChecking=no'}",
+         "{ansible_ssh_common_args: '-o ProxyJump=b'}", "yes"),
+    ],
+)
+def test_ansible_host_key_checking_precedence(
+    tmp_path: Path, all_vars: str, host_vars: str, policy: str
+) -> None:
+    assert ansible_host(tmp_path, all_vars, host_vars).strict_host_key_checking == policy
+
+
+@pytest.mark.parametrize(
+    ("all_vars", "host_vars", "known"),
+    [
+        ("{ansible_ssh_common_args: '-o \"UserKnownHostsFile /a/kh /b/kh\"'}", "{}", "/a/kh"),
+        ("{ansible_ssh_common_args: '-o UserKnownHostsFile=none'}", "{}", "/dev/null"),
+        ("{ansible_ssh_extra_args: '-o UserKnownHostsFile /x/kh'}", "{}", "/x/kh"),
+        ("{ansible_ssh_common_args: '-o UserKnownHostsFile=/a/kh'}",
+         "{ssh_known_hosts_file: /n/kh}", "/n/kh"),
+        ("{ansible_ssh_common_args: '-o UserKnownHostsFile=/a/kh'}",
+         "{ansible_ssh_common_args: '-o ProxyJump=b'}", None),
+    ],
+)
+def test_ansible_user_known_hosts_file(
+    tmp_path: Path, all_vars: str, host_vars: str, known: str | None
+) -> None:
+    assert ansible_host(tmp_path, all_vars, host_vars).known_hosts == known
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("'-o StrictHostKeyChecking=maybe'", "StrictHostKeyChecking must be one of"),
+        ("'-o UserKnownHostsFile=\"/a'", "closing quotation"),
+        ("'-o \"UserKnownHostsFile \\\"/a\"'", "closing quotation"),
+        ("'-o'", "-o without an option"),
+        ("'-o StrictHostKeyChecking'", "has no value"),
+        ("'-o Strict:no'", "expected -o Key=value"),
+        ("[-o, x]", "must be a string"),
+    ],
+)
+def test_bad_ssh_args_have_file_line_and_path(tmp_path: Path, value: str, words: str) -> None:
+    path = write(tmp_path, f"all:\n  hosts:\n    n1:\n      ansible_ssh_common_args: {value}\n")
+    err = load_error(path)
+    assert (err.file, err.line, err.path) == (str(path), 4, "all.hosts.n1.ansible_ssh_common_args")
+    assert words in err.message
+
+
+def test_bad_ansible_host_key_checking_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "all:\n  vars:\n    ansible_host_key_checking: maybe\n")
+    err = load_error(path)
+    assert (err.line, err.path) == (3, "all.vars.ansible_host_key_checking")
+    assert "true or false" in err.message
+
+
 # --------------------------------------------------------------------------- --limit
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 
-from netfix.facts import Facts
+from netfix.facts import Facts, Value, build_script, parse
 from netfix.ifaces import ERROR
 from netfix.knobs import Context, irqbalance
 from netfix.plan import NOT_SETTABLE, OK, SKIP, UPDATE
@@ -78,6 +78,30 @@ def test_systemd_service_rows():
 def test_banned_cpu_that_does_not_exist_is_an_error_row():
     ch = irqbalance.diff({"banned_cpus": "6-7"}, facts("pid1 sh"), CTX)
     assert ch[0].action == SKIP and ERROR in ch[0].flags and "CPU 6,7" in ch[0].notes[0]
+
+
+def test_banned_cpus_are_checked_against_the_online_list_not_a_count():
+    # Online "0-3,6" is five CPUs: CPU 6 exists, CPU 4 is offline.
+    f = facts("pid1 sh")
+    f.cpus, f.values = 5, {irqbalance.ONLINE: Value(True, False, "0-3,6")}
+    ok = irqbalance.diff({"banned_cpus": "6"}, f, CTX)[0]
+    assert ok.action == UPDATE and ERROR not in ok.flags
+    offline = irqbalance.diff({"banned_cpus": "3-4"}, f, CTX)[0]
+    assert offline.action == SKIP and ERROR in offline.flags and not offline.ops
+    assert "CPU 4 " in offline.notes[0] and "online CPUs 0-3,6" in offline.notes[0]
+
+
+def test_online_cpu_list_comes_from_the_fact_script_round_trip():
+    needs = irqbalance.needs({"banned_cpus": "6"}, CTX)
+    assert f"v {irqbalance.ONLINE}" in build_script(needs).splitlines()
+    # What the fact script prints for it: a `v` record, then the value from its one grep.
+    out = (f"@@NF\tv\t{irqbalance.ONLINE}\trw\t\n@@NF\tvals\tbegin\t \t\n"
+           f"{irqbalance.ONLINE}:0-3,6\n@@NF\tvals\tend\t \t\n"
+           f"@@NF\thost\tcpus\t\t0-3,6\n")
+    f = parse("n", out)
+    f.files = {irqbalance.DEBIAN: None, irqbalance.RHEL: None}
+    assert irqbalance.diff({"banned_cpus": "6"}, f, CTX)[0].action == UPDATE
+    assert ERROR in irqbalance.diff({"banned_cpus": "4"}, f, CTX)[0].flags
 
 
 def test_config_step_writes_both_ways_and_reads_back_the_hash(tmp_path):

@@ -56,7 +56,7 @@ def test_apply_then_inverse_restores_bytes(tmp_path):
     assert val.read_text() == "20\n"
     assert existing.read_bytes() == b"new\n"
     assert created.read_bytes() == b"created\n"
-    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout)
+    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout).txs
     assert [t.id for t in txs] == [tx.id] and txs[0].status.startswith("applied")
     assert txs[0].steps[1].old == b64(before)
 
@@ -67,7 +67,7 @@ def test_apply_then_inverse_restores_bytes(tmp_path):
     assert existing.read_bytes() == before
     assert not created.exists()
     statuses = {t.id: t.status for t in
-                journal.parse_journal(run(journal.journal_script(str(state))).stdout)}
+                journal.parse_journal(run(journal.journal_script(str(state))).stdout).txs}
     assert statuses[tx.id].startswith(f"rolled-back {back.id}")
     assert statuses[back.id].startswith("applied")
 
@@ -99,7 +99,7 @@ def test_failure_half_way_restores_everything(tmp_path):
     assert val.read_text() == "10\n"
     assert existing.read_bytes() == before
     assert not created.exists()
-    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout)
+    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout).txs
     assert txs[0].status.startswith("failed-restored")
 
 
@@ -146,7 +146,7 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
     assert r.returncode == journal.OK, r.stdout
     assert dev.read_text() == "gro off\n"
     back = journal.inverse(journal.parse_journal(
-        run(journal.journal_script(str(state))).stdout)[0], journal.new_id())
+        run(journal.journal_script(str(state))).stdout).txs[0], journal.new_id())
     assert back.steps[0].read == read and back.steps[0].set == set_
     assert run(journal.script(back, state_dir=str(state))).returncode == journal.OK
     assert dev.read_text() == "gro on\n"

@@ -284,7 +284,8 @@ def test_malformed_yaml_reports_file_and_line(pdir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("", "empty"), ("# only a comment\n", "empty"), ("- a\n- b\n", "must be a mapping")],
+    [("", "empty"), ("# only a comment\n", "empty"), ("{}\n", "empty"),
+     ("- a\n- b\n", "not a profile: its YAML is a list")],
 )
 def test_empty_or_non_mapping(pdir: Path, text: str, expected: str) -> None:
     (pdir / "odd.yaml").write_text(text)
@@ -452,3 +453,140 @@ def test_list_profiles_survives_a_broken_file(pdir: Path) -> None:
     listed = {name: desc for name, _, desc in list_profiles()}
     assert listed["good"] == "fine"
     assert listed["broken"] == "(invalid YAML)"
+
+
+# --------------------------------------------------------------------------- not a profile
+
+
+def test_shipped_and_test_data_profiles_still_load(shipped: None) -> None:
+    files = sorted(REPO_PROFILES.glob("*.yaml")) + sorted(
+        (REPO_PROFILES.parent / "tests" / "data").glob("*.yaml"))
+    assert len(files) >= 6
+    for path in files:
+        assert validate_file(path).files[-1] == str(path)
+
+
+SECRET = "hunter2-s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"root:x:0:0:root:/root:/bin/bash\nsvc:{SECRET}:1:1::/:/bin/sh\n",  # /etc/passwd
+     f"{SECRET}\n", f"- {SECRET}\n", f"{SECRET}: [\n"],
+)
+def test_a_file_that_is_not_a_profile_is_named_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(text)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    err = error_of("../../etc/passwd")
+    assert err.file == "../../etc/passwd" and err.line in (1, 2)
+    assert SECRET not in str(err) and "root:x" not in str(err)
+    # Reached through extends, the same holds and the parent file is named.
+    write(tmp_path, "child.yaml", "extends: etc/passwd\n")
+    err = error_of(tmp_path / "child.yaml")
+    assert err.file == str(tmp_path / "etc" / "passwd") and SECRET not in str(err)
+
+
+def test_non_mapping_says_why_it_is_not_a_profile(pdir: Path) -> None:
+    write(pdir, "passwd.yaml", f"root:x:0:0:root:/root:/bin/bash\nsvc:{SECRET}:1:1\n")
+    err = error_of("passwd")
+    assert err.message.startswith("not a profile: its YAML is a string, a profile is a mapping")
+    assert "sysctl" in err.message and SECRET not in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        # docker-compose.yml with empty sections: nulls used to be stripped to nothing.
+        (f"version: '3'\nservices:\nvolumes:\nx-secret: {SECRET}\n", 1,
+         "not a profile: none of its top-level keys ('version', 'services', 'volumes', "
+         "'x-secret') is a profile key"),
+        # An Ansible vars file whose values are all unset.
+        ("db_password:\napi_token:\n", 1, "not a profile: none of its top-level keys "
+         "('db_password', 'api_token')"),
+        # A profile with a stray key: named, not called a non-profile.
+        ("sysctl: {net.core.somaxconn: 1}\nsysctls:\n", 2, "unknown top-level key 'sysctls'"),
+        ("a: 1\nb: 2\nc: 3\nd: 4\ne: 5\nf: 6\nsysctl: {}\n", 1,
+         "unknown top-level keys 'a', 'b', 'c', 'd', 'e' and 1 more"),
+    ],
+)
+def test_mapping_with_unknown_top_level_keys_is_an_error(
+    pdir: Path, text: str, line: int, words: str
+) -> None:
+    path = write(pdir, "other.yml", text)
+    err = error_of(path)
+    assert (err.file, err.line, err.path) == (str(path), line, None)
+    assert words in err.message and "a profile has only description, extends" in err.message
+    assert SECRET not in str(err)
+
+
+def test_profile_with_only_known_keys_still_loads(pdir: Path) -> None:
+    # Every key is a profile key, so the file is a profile even if it sets nothing.
+    write(pdir, "d.yaml", "description: placeholder\n")
+    write(pdir, "s.yaml", "sysctl:\n")
+    assert load_profile("d").data == {"description": "placeholder"}
+    assert load_profile("s").data == {}
+
+
+def test_list_profiles_never_shows_a_non_profiles_description(pdir: Path) -> None:
+    write(pdir, "compose.yaml", f"description: {SECRET}\nservices: {{}}\n")
+    listed = {name: desc for name, _, desc in list_profiles()}
+    assert listed["compose"] == "(not a profile)"
+
+
+# --------------------------------------------------------------------------- integers
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "got"),
+    [
+        ("sysctl:\n  net.core.somaxconn: 8192.0\n", 2, 'sysctl."net.core.somaxconn"', "8192"),
+        ("sysctl:\n  net.ipv4.tcp_syncookies: 1.5\n", 2, 'sysctl."net.ipv4.tcp_syncookies"',
+         ""),
+        ("syn_flood:\n  somaxconn: 8192.0\n", 2, "syn_flood.somaxconn", "8192"),
+        ("syn_flood:\n  syncookies: 1.0\n", 2, "syn_flood.syncookies", "1"),
+        ("syn_flood:\n  synack_retries: 3.0\n", 2, "syn_flood.synack_retries", "3"),
+        ("conntrack:\n  max: 262144.0\n", 2, "conntrack.max", "262144"),
+        ("conntrack:\n  max: 262144\n  buckets: 65536.0\n", 3, "conntrack.buckets", "65536"),
+        ("conntrack:\n  max: auto\n  auto: {per_core: 32768.0}\n", 3,
+         "conntrack.auto.per_core", "32768"),
+        ("conntrack:\n  timeouts:\n    udp: 30.0\n", 3, "conntrack.timeouts.udp", "30"),
+        ("nic:\n  rps_sock_flow_entries: 32768.0\n", 2, "nic.rps_sock_flow_entries", "32768"),
+        ("nic:\n  interfaces:\n    - match: {name: eth0}\n      rings: {rx: 512.0}\n", 4,
+         "nic.interfaces[0].rings.rx", "512"),
+        ("nic:\n  interfaces:\n    - match: {name: eth0}\n      channels: {combined: 4.0}\n",
+         4, "nic.interfaces[0].channels.combined", "4"),
+        ("nic:\n  interfaces:\n    - match: {name: eth0}\n      coalesce: {rx-usecs: 10.0}\n",
+         4, "nic.interfaces[0].coalesce.rx-usecs", "10"),
+        ("nic:\n  interfaces:\n    - match: {name: eth0}\n      mtu: 1500.0\n", 4,
+         "nic.interfaces[0].mtu", "1500"),
+        ("nic:\n  interfaces:\n    - match: {name: eth0}\n      rps: {cpus: 1.0, flow_cnt: 2}\n",
+         4, "nic.interfaces[0].rps.cpus", "1"),
+        ("irqbalance:\n  banned_cpus: 1.0\n", 2, "irqbalance.banned_cpus", "1"),
+        ("firewall:\n  nodeports:\n    extra_ports: [{port: 10250.0}]\n", 3,
+         "firewall.nodeports.extra_ports[0].port", "10250"),
+    ],
+)
+def test_float_for_a_kernel_value_is_refused_at_validation(
+    pdir: Path, text: str, line: int, path: str, got: str
+) -> None:
+    file = write(pdir, "f.yaml", text)
+    err = error_of("f")
+    assert str(err).startswith(f"{file}:{line}: {path}: "), str(err)
+    assert "got number" in err.message
+    if got:
+        assert err.message.endswith(f"; write {got})") or err.message.endswith(f"; write {got}")
+
+
+def test_integers_and_the_one_percentage_still_accepted(pdir: Path) -> None:
+    write(pdir, "ok.yaml", """
+        conntrack: {max: auto, auto: {max_memory_percent: 2.5}}
+        sysctl: {net.core.somaxconn: 8192, net.ipv4.tcp_rmem: "4096 131072 6291456"}
+        syn_flood: {max_syn_backlog: "<=4096"}
+    """)
+    data = load_profile("ok").data
+    assert data["conntrack"]["auto"]["max_memory_percent"] == 2.5
+    assert type(data["sysctl"]["net.core.somaxconn"]) is int

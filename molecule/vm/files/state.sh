@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # The VM lab node's state as key=value lines, read in one SSH session: by prepare.yml
 # (the originals, before netfix) and by tests/test_vm.py (every verify phase), so both
 # sides compare the same representation. Plain POSIX sh: the VM has no Python.
@@ -33,6 +34,7 @@ fi
 echo "irqbalance_default_sha256=$(sha256sum < /etc/default/irqbalance | cut -d' ' -f1)"
 echo "irqbalance_default_banned=$(grep '^IRQBALANCE_BANNED_CPULIST=' /etc/default/irqbalance)"
 # Every file netfix may own on this node (the globs also catch files nobody expects).
+# shellcheck disable=SC2012  # netfix names its files plainly; ls -d keeps one line each
 echo "netfix_files=$(ls -d /etc/sysctl.d/*netfix* /etc/modprobe.d/*netfix* \
   /etc/modules-load.d/*netfix* /etc/udev/rules.d/*netfix* /etc/systemd/system/*netfix* \
   /etc/systemd/system/*/*netfix* /etc/netfix/* 2>/dev/null | tr '\n' ' ')"
