@@ -89,6 +89,8 @@ command -v flock >/dev/null 2>&1 || { echo "ERROR flock not found (install util-
 exec 9>>"$D/lock"
 flock -w 30 9 || { echo "LOCKED another netfix run holds $D/lock"; exit 11; }
 rm -f "$D"/.err.*  # under the lock none is in use: what is left is from a killed run
+# Staged scripts and outputs of runs killed on the node (no run lasts an hour).
+find "$D/run" -type f -mmin +60 -delete 2>/dev/null
 P="$TXD/$TX.progress"
 cur() { tr -s ' \t\n' '   ' < "$1" | sed 's/^ *//; s/ *$//'; }
 fsum() { if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then echo masked

@@ -415,6 +415,8 @@ def test_staged_script_that_arrives_short_runs_nothing(lab):
     from netfix.inventory import load_inventory
 
     host = load_inventory(str(lab.inventory)).select("node1")[0]
+    run_dir = state_dir(lab, "node1") / "run"
+    staged_before = set(run_dir.glob("s.*"))  # runs killed by other tests leave theirs
     marker = "/var/lib/netfix/staged-marker"
     script = f"touch {marker}\n"
     argv, data = transport._argv(host, script, True, "/var/lib/netfix")
@@ -431,7 +433,7 @@ def test_staged_script_that_arrives_short_runs_nothing(lab):
         client.close()
     assert rc == transport.INCOMPLETE and "nothing was run" in said
     assert lab.sh("node1", f"[ -e {marker} ] && echo yes || echo no").strip() == "no"
-    assert not list((state_dir(lab, "node1") / "run").glob("s.*"))
+    assert set(run_dir.glob("s.*")) == staged_before
 
 
 def _q(s: str) -> str:

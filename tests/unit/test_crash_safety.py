@@ -103,9 +103,15 @@ def test_leftover_error_files_of_killed_runs_are_removed(tmp_path):
     state.mkdir()
     (state / ".err.4242").write_text("x")
     (state / ".err.4242.why").write_text("x")
+    (state / "run").mkdir()
+    old, fresh = state / "run" / "s.killed01", state / "run" / "s.running1"
+    old.write_text("x")
+    fresh.write_text("x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
     tx = value_tx(values(tmp_path, 1))
     assert run(journal.script(tx, state_dir=str(state))).returncode == journal.OK
     assert not list(state.glob(".err.*"))
+    assert not old.exists() and fresh.exists()  # a run staged a moment ago may be waiting
 
 
 def test_staged_delivery_runs_only_a_whole_script(tmp_path):
