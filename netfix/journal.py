@@ -93,22 +93,28 @@ rm -f "$D"/.err.*  # under the lock none is in use: what is left is from a kille
 find "$D/run" -type f -mmin +60 -delete 2>/dev/null
 P="$TXD/$TX.progress"
 cur() { tr -s ' \t\n' '   ' < "$1" | sed 's/^ *//; s/ *$//'; }
+# The same value into $CUR with one fork (cat), not three (a subshell, tr, sed): the fields
+# split on blanks and joined by one space, as cur squeezes and trims them.
+curv() { CUR=$(cat -- "$1") || CUR=""
+  case $- in *f*) set -- $CUR;; *) set -f; set -- $CUR; set +f;; esac; CUR="$*"; }
 fsum() { if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then echo masked
   elif [ -f "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo absent; fi; }
-wval() { { printf '%%s\n' "$2" > "$1"; } 2>"$E" && [ "$(cur "$1")" = "$2" ] || {
+# dirname and basename of netfix's own paths (absolute, no trailing slash) without a fork.
+dn() { case $1 in */*) DN=${1%%/*}; DN=${DN:-/};; *) DN=.;; esac; }
+wval() { { printf '%%s\n' "$2" > "$1"; } 2>"$E" && curv "$1" && [ "$CUR" = "$2" ] || {
   echo "$1: kernel kept '$(cur "$1" 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"
   return 1; }; }
-mkd() { [ -d "$1" ] && return 0; mkd "$(dirname "$1")" && mkdir "$1" &&
+mkd() { [ -d "$1" ] && return 0; dn "$1"; mkd "$DN" && mkdir "$1" &&
   printf '%%s\n' "$1" >> "$TXD/$TX.dirs"; }
 rmdirs() { [ -f "$TXD/$1.dirs" ] && sort -r "$TXD/$1.dirs" | while read -r d; do
   rmdir "$d" 2>/dev/null; done; return 0; }
-wfile() { t="$(dirname "$1")/.$(basename "$1").netfix.$$"
-  { mkd "$(dirname "$1")" && printf '%%s' "$2" | base64 -d > "$t" &&
+wfile() { dn "$1"; t="$DN/.${1##*/}.netfix.$$"
+  { mkd "$DN" && printf '%%s' "$2" | base64 -d > "$t" &&
     { [ ! -e "$1" ] || chmod --reference="$1" "$t"; } && sync "$t" && mv -f "$t" "$1" &&
-    sync "$(dirname "$1")"; } 2>"$E" || { rm -f "$t"; echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
+    dn "$1" && sync "$DN"; } 2>"$E" || { rm -f "$t"; echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
 wcmd() { ( set_$1 "$2" ) >"$E" 2>&1 && [ "$(read_$1 | tr -s ' \t\n' '   ' | sed 's/^ *//; s/ *$//')" = "$2" ] || {
   echo "step $1: state is '$(read_$1 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"; return 1; }; }
-rmfile() { { rm -f "$1" && sync "$(dirname "$1")"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
+rmfile() { { rm -f "$1" && dn "$1" && sync "$DN"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
 status() { printf '%%s %%s\n' "$2" "$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" > "$TXD/$1.status.tmp" &&
   sync "$TXD/$1.status.tmp" && mv -f "$TXD/$1.status.tmp" "$TXD/$1.status"; }
 S=0
@@ -142,6 +148,17 @@ def _functions(tx: Tx) -> list[str]:
     return out
 
 
+# gv PATH: PATH's value out of $G (`grep -aH '' -- paths`: one "path:line" per line) into
+# $CUR, squeezed and trimmed as cur does, with builtins only.
+_GREP_VALUES = r"""NL='
+'
+gv() { CUR=""; _r="$G"
+  while [ -n "$_r" ]; do _l=${_r%%"$NL"*}
+    case $_r in *"$NL"*) _r=${_r#*"$NL"};; *) _r="";; esac
+    case $_l in "$1:"*) CUR="$CUR ${_l#"$1:"}";; esac; done
+  case $- in *f*) set -- $CUR;; *) set -f; set -- $CUR; set +f;; esac; CUR="$*"; }
+"""
+
 # undo_from K: undo steps K..1, newest first; R=1 when one of them failed.
 _UNDO_FROM = r"""undo_from() { R=0; i=$1
   while [ "$i" -ge 1 ]; do undo_$i || { R=1; printf 'UNDO-FAILED\t%s\t%s\n' "$i" "$(cat "$E.why")"; }
@@ -169,13 +186,17 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
     out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
     out += _functions(tx)
     if check:
+        values = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "value"))
+        if values:  # every value read by one grep, not one cat each (a fork per value)
+            out.append(_GREP_VALUES + "G=$(grep -aH '' -- "
+                       + " ".join(q(p) for p in values) + " 2>/dev/null)")
         for i, s in enumerate(tx.steps, 1):
             if s.kind == "cmd":
                 out.append(f'x=$(read_{i} 2>/dev/null | tr -s " \\t\\n" "   " | sed "s/^ *//; s/ *$//"); '
                            f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
             elif s.kind == "value":
-                out.append(f'x=$(cur {q(s.path)} 2>/dev/null); '
-                           f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
+                out.append(f'gv {q(s.path)}; '
+                           f'[ "$CUR" = {q(s.old or "")} ] || stale {q(s.path)} "$CUR"')
             else:
                 out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(sha(s.old))} ] || '
                            f'stale {q(s.path)} "$x"')
@@ -249,7 +270,7 @@ def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = No
 def journal_script(state_dir: str = STATE_DIR) -> str:
     return f"""for f in {shlex.quote(state_dir)}/tx/*.json; do [ -f "$f" ] || continue
   s=$(head -n1 "${{f%.json}}.status" 2>/dev/null) || s=never-started
-  echo "TX $(basename "$f" .json) $s"
+  b=${{f##*/}}; echo "TX ${{b%.json}} $s"
   base64 -w0 < "$f"; echo; done"""
 
 

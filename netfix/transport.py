@@ -13,6 +13,9 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from netfix.errors import NetfixError
@@ -138,10 +141,68 @@ def host_key_fingerprint(client) -> str:  # client: paramiko.SSHClient
     return f"SHA256:{digest}"
 
 
+# Round trips made inside `session(host)` by the same thread share one SSH connection.
+_sessions = threading.local()
+
+
+def _key(host: Host) -> tuple[str, int, str]:
+    return host.address, host.port, host.user
+
+
+@contextmanager
+def session(host: Host) -> Iterator[None]:
+    """Round trips to `host` made by this thread inside the block share one SSH connection
+    (one handshake instead of one per round trip); it is closed when the block ends. Each
+    round trip is still its own command with its own checks. A connection that breaks is
+    dropped, so the next round trip connects anew, as it does outside a session. Only for
+    round trips that do not need a new connection as proof of reachability (confirmed
+    apply's probe does)."""
+    slots = _sessions.__dict__.setdefault("slots", {})
+    key = _key(host)
+    if host.is_local or key in slots:  # nested: the outer block owns the connection
+        yield
+        return
+    slots[key] = None
+    try:
+        yield
+    finally:
+        client = slots.pop(key, None)
+        if client is not None:
+            client.close()
+
+
 def _run_ssh(host: Host, command: str, data: bytes, timeout: float) -> Result:
+    slots = getattr(_sessions, "slots", {})
+    key = _key(host)
+    if key not in slots:  # no session: a connection of its own, as always
+        client = _client(host)
+        try:
+            return _exec(host, client, command, data, timeout)
+        finally:
+            client.close()
+    client = slots[key]
+    if client is not None:
+        try:
+            return _exec(host, client, command, data, timeout)
+        except ConnectionLost:
+            client.close()  # the next round trip connects anew, as without a session
+            slots[key] = None
+            raise
+        except HostUnreachable:  # no command was started: the kept connection went stale
+            client.close()
+            slots[key] = None
+    client = slots[key] = _client(host)
+    try:
+        return _exec(host, client, command, data, timeout)
+    except HostUnreachable:
+        client.close()
+        slots[key] = None
+        raise
+
+
+def _exec(host: Host, client, command: str, data: bytes, timeout: float) -> Result:
     import paramiko
 
-    client = _client(host)
     started = False
     try:
         fp = host_key_fingerprint(client)
@@ -159,5 +220,3 @@ def _run_ssh(host: Host, command: str, data: bytes, timeout: float) -> Result:
     except (TimeoutError, OSError, EOFError, paramiko.SSHException) as e:
         cls = ConnectionLost if started else HostUnreachable
         raise cls(f"connection to {host.address} lost: {e or type(e).__name__}") from e
-    finally:
-        client.close()
