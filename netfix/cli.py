@@ -29,9 +29,84 @@ def progress(msg: str) -> None:
 
 
 def select(inventory: str | None, limit: str | None):
+    return select_grouped(inventory, limit)[0]
+
+
+def select_grouped(inventory: str | None, limit: str | None):
+    """The selected hosts, and every inventory group's full membership (so that a plan
+    names a group only when all of its hosts, not only the selected ones, share a change)."""
     from netfix.inventory import load_inventory
 
-    return load_inventory(inventory).select(limit)
+    inv = load_inventory(inventory)
+    names: dict[str, set[str]] = {}
+    for h in inv.hosts.values():
+        for g in h.groups:
+            names.setdefault(g, set()).add(h.name)
+    return inv.select(limit), names
+
+
+# Statuses engine.rollout reports for a host that went well (the bar counts the others).
+GOOD = ("applied", "no-changes", "rolled-back", "applied-unconfirmed", "confirmed",
+        "nothing-to-confirm")
+
+
+class Bar:
+    """One rich progress bar on a terminal for runs over a few hosts (hosts done / failed);
+    the plain per-host lines of `progress` when stderr is piped, or for a few hosts."""
+
+    def __init__(self, what: str, total: int, plain: bool = True, few: int = 3) -> None:
+        self.plain = plain  # False: say nothing when there is no bar (apply's planning)
+        self.bar = None
+        self.failed = 0
+        if sys.stderr.isatty() and total > few:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
+                                console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(what, total=total, failed="")
+
+    def __enter__(self) -> Bar:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, msg: str) -> None:
+        if self.bar is None:
+            if self.plain:
+                progress(msg)
+            return
+        # Messages are "host: status ..." (apply, rollback) or "host: N change(s)" (plan).
+        words = msg.split(": ", 1)[-1].split()
+        good = bool(words) and (words[0] in GOOD or msg.endswith("change(s)"))
+        if not good:
+            self.failed += 1
+            self.bar.console.print(f"  {msg}", markup=False, highlight=False)
+        self.bar.update(self.task, advance=1,
+                        failed=f"{self.failed} failed" if self.failed else "")
+
+
+YES_HELP = "Do not ask for confirmation (needed when stdin is not a terminal)."
+
+
+def confirm_or_refuse(yes: bool, what: str, alternative: str) -> None:
+    """Before any node is contacted: a run nobody can answer for must say --yes."""
+    if not yes and not sys.stdin.isatty():
+        raise NetfixError(f"refusing to {what} without confirmation: stdin is not a terminal "
+                          f"and --yes was not given. {alternative}")
+
+
+def ask(question: str, cancelled: str) -> None:
+    answer = click.prompt(f"{question}\n  Only 'yes' will be accepted", default="",
+                          show_default=False, err=True)
+    if answer.strip() != "yes":
+        click.echo(cancelled, err=True)
+        sys.exit(1)
 
 
 class Main(click.Group):
@@ -67,19 +142,47 @@ def main() -> None:
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when nothing to do, 2 when changes are pending, 1 on errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list knobs already in sync.")
-def plan(inventory, limit, profile, as_json, out, detailed_exitcode, verbose) -> None:
+@click.option("--diff", "show_diff", is_flag=True, help="After the table, a unified diff of "
+              "every file netfix would write or remove and of the nftables table (in the "
+              "node's own nft form); binary or large files are summarised.")
+@click.option("--per-host", is_flag=True, help="Print every host on its own instead of "
+              "grouping hosts whose changes are identical.")
+@click.option("--explain", is_flag=True, help="Also explain why each key matters (the "
+              "SYN-flood texts), as footnotes printed once. Notes about the node itself "
+              "(shadowing file, other writer, refused value) are always footnoted.")
+@click.option("--markdown", "md_file", metavar="FILE", help="Also write the plan as Markdown "
+              "(grouped, diffs in fenced blocks, a <details> per host group) for a "
+              "merge-request comment or $GITHUB_STEP_SUMMARY.")
+def plan(inventory, limit, profile, as_json, out, detailed_exitcode, verbose, show_diff,
+         per_host, explain, md_file) -> None:
     """Show what apply would change: per host and knob, current, desired, value at boot,
-    and flags (not settable here, shadowed by another file, another writer, disruptive)."""
-    from netfix import engine, render
+    and flags (not settable here, shadowed by another file, another writer, disruptive).
 
-    hosts = select(inventory, limit)
-    result = engine.make_plan(hosts, profile, progress if sys.stderr.isatty() else None)
+    Hosts whose changes are identical are printed once, under a compact host list
+    (node[1-6,8-20]; a group name where a whole inventory group matches)."""
+    from netfix import engine, render, review
+
+    hosts, names = select_grouped(inventory, limit)
+    with Bar("gathering", len(hosts)) as bar:  # piped: silent, as before
+        result = engine.make_plan(hosts, profile, bar if sys.stderr.isatty() else None)
     if out:
         result.save(out)
+    if md_file:
+        from pathlib import Path
+
+        from netfix.util import atomic_write
+
+        groups = review.group_hosts(result, verbose, per_host)
+        try:
+            atomic_write(Path(md_file),
+                         review.markdown(result, groups, names, explain).encode())
+        except OSError as e:
+            raise NetfixError(f"cannot write {md_file}: {e.strerror or e}") from e
     if as_json:
         click.echo(render.to_json(result))
     else:
-        render.plan_table(result, verbose)
+        render.plan_table(result, verbose, diff=show_diff, per_host=per_host, explain=explain,
+                          names=names)
         if out:
             click.echo(f"Plan saved to {out}; apply it with: netfix apply {out}")
     if result.has_errors:
@@ -124,10 +227,17 @@ def finish(results, title: str, as_json: bool) -> None:
 @click.option("--allow-disruptive", is_flag=True, help="Also make disruptive changes (rings, "
               "channels, MTU) on the interface carrying netfix's own SSH session; without it "
               "such a host is refused and left unchanged.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show the file and ruleset diffs "
+              "with the plan before asking.")
+@click.option("-y", "--yes", is_flag=True, help=YES_HELP + " A saved PLAN_FILE needs none.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, auto_confirm,
-          allow_disruptive, as_json) -> None:
+          allow_disruptive, show_diff, yes, as_json) -> None:
     """Apply a profile (or a saved PLAN_FILE) to the hosts.
+
+    Without PLAN_FILE, the plan is printed (grouped) and apply asks for `yes` on a
+    terminal; --yes skips the question, and without a terminal --yes is required. A saved,
+    reviewed plan (`netfix plan -o plan.json`) is applied without a question.
 
     Per host, one transaction: the node is locked, every value is checked to still be what
     the plan saw, the journal under /var/lib/netfix records every old value and file, then
@@ -138,7 +248,10 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
 
     if auto_confirm and not confirm_secs:
         raise NetfixError("--auto-confirm needs --confirm SECONDS")
-    hosts = select(inventory, limit)
+    if not plan_file:
+        confirm_or_refuse(yes, "apply", "Review a saved plan (netfix plan -o plan.json, then "
+                          "netfix apply plan.json), or pass --yes to apply what is planned now.")
+    hosts, names = select_grouped(inventory, limit)
     if plan_file:
         if profile:
             raise NetfixError("give either a saved plan or --profile, not both")
@@ -148,13 +261,17 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
         if not hosts:
             raise NetfixError(f"none of the hosts in {plan_file} are in the inventory")
     else:
-        the_plan = engine.make_plan(hosts, profile)
-        if not as_json:
-            render.plan_table(the_plan)
+        with Bar("gathering", len(hosts), plain=False) as bar:
+            the_plan = engine.make_plan(hosts, profile, bar)
+        if not as_json or not yes:  # with --json the plan goes to stderr, results to stdout
+            render.plan_table(the_plan, diff=show_diff, names=names, stderr=as_json)
+        if not yes and the_plan.has_changes:
+            ask("Apply these changes?", "Apply cancelled: nothing was changed.")
     click.echo(f"Applying to {len(hosts)} host(s)...", err=True)
-    results = engine.apply(hosts, the_plan, saved=bool(plan_file), serial=serial,
-                           max_fail=max_fail, progress=progress, confirm=confirm_secs,
-                           auto_confirm=auto_confirm, allow_disruptive=allow_disruptive)
+    with Bar("applying", len(hosts)) as bar:
+        results = engine.apply(hosts, the_plan, saved=bool(plan_file), serial=serial,
+                               max_fail=max_fail, progress=bar, confirm=confirm_secs,
+                               auto_confirm=auto_confirm, allow_disruptive=allow_disruptive)
     finish(results, "apply", as_json)
 
 
@@ -180,16 +297,44 @@ def confirm_cmd(inventory, limit, tx, as_json) -> None:
 @click.option("--force", is_flag=True, help="Restore even values changed since netfix wrote "
               "them (by hand or by another tool).")
 @rollout_options
+@click.option("-y", "--yes", is_flag=True, help=YES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-def rollback(inventory, limit, tx, force, serial, max_fail, as_json) -> None:
+def rollback(inventory, limit, tx, force, serial, max_fail, yes, as_json) -> None:
     """Undo a transaction from each node's own journal: live values and files are restored
     byte for byte, in reverse order; files netfix created are deleted. A value changed
-    since netfix wrote it is not touched without --force (it is named instead)."""
+    since netfix wrote it is not touched without --force (it is named instead).
+
+    On a terminal it first lists the transaction each host would roll back and asks for
+    `yes`; --yes skips that, and without a terminal --yes is required."""
     from netfix import engine
 
+    confirm_or_refuse(yes, "roll back", "Pass --yes (after `netfix history` shows what each "
+                      "node would undo).")
     hosts = select(inventory, limit)
-    results = engine.rollback(hosts, tx, force, serial, max_fail, progress)
+    if not yes:
+        show_rollback(hosts, tx)
+        ask("Roll back these transactions?", "Rollback cancelled: nothing was changed.")
+    with Bar("rolling back", len(hosts)) as bar:
+        results = engine.rollback(hosts, tx, force, serial, max_fail, bar)
     finish(results, "rollback", as_json)
+
+
+def show_rollback(hosts, tx: str | None) -> None:
+    """What each host would roll back, read from its journal (read-only)."""
+    from netfix import engine
+
+    for host, found in engine.history(hosts):
+        if isinstance(found, str):
+            click.echo(f"{host.name}: ERROR {found}", err=True)
+            continue
+        try:
+            t = engine._pick(found, tx)
+        except NetfixError as e:
+            click.echo(f"{host.name}: nothing to roll back ({e})", err=True)
+            continue
+        click.echo(f"{host.name}: roll back transaction {t.id} ({t.kind} of profile "
+                   f"{t.profile}, {len(t.steps)} step(s), {t.status}, by "
+                   f"{t.user}@{t.controller})", err=True)
 
 
 @main.command()
@@ -247,8 +392,10 @@ class DriftCommand(click.Command):
               "applies anything.")
 @click.option("--count", type=click.IntRange(min=1), metavar="N",
               help="With --watch: stop after N checks (exit code of the last one).")
+@click.option("--diff", "show_diff", is_flag=True, help="After each host's table, a unified "
+              "diff of every file (and the nft table) apply would write to bring it back.")
 def drift(inventory, limit, profile, as_json, junit_file, prom_file, md_file, watch,
-          count) -> None:
+          count, show_diff) -> None:
     """Report where nodes drifted from their profile, reading each node once (read-only).
 
     \b
@@ -269,7 +416,7 @@ def drift(inventory, limit, profile, as_json, junit_file, prom_file, md_file, wa
         if as_json:
             click.echo(report.to_json(result, indent=None if watch else 2))
         else:
-            render.drift_table(result)
+            render.drift_table(result, diff=show_diff)
         for h in result.hosts:
             if h.error:
                 click.echo(f"netfix: drift check failed on {h.host}: {h.error}", err=True)

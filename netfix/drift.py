@@ -82,6 +82,9 @@ class HostDrift:
     checked: list[tuple[str, str]] = field(default_factory=list)
     duration: float = 0.0
     notices: list[str] = field(default_factory=list)  # e.g. an interrupted tx recovered
+    # The changes that would bring the node back (what `drift --diff` shows): not in the
+    # JSON report, whose schema is the CI interface.
+    pending: list[Change] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -231,6 +234,7 @@ def classify(hp: HostPlan, record: journal.Journal | list[Tx],
         hd.items.append(DriftItem(hp.host, JOURNAL_KNOB, bad.id, INCOMPLETE,
                                   "a readable journal", "unreadable", bad.advice()))
     hd.notices = list(hp.notices)
+    hd.pending = list(hp.pending)
     return hd
 
 

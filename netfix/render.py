@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import textwrap
 from dataclasses import asdict
 from typing import Any
 
-from netfix.plan import OK, SKIP, UPDATE, Change, Plan
+from netfix import review
+from netfix.plan import SKIP, UPDATE, Change, Plan
 
-ACTION_MARK = {UPDATE: "~", SKIP: "!", OK: "="}
+ACTION_MARK = review.ACTION_MARK
 
 
 def console(stderr: bool = False):  # -> rich.console.Console
@@ -22,8 +24,7 @@ def console(stderr: bool = False):  # -> rich.console.Console
     return Console(stderr=stderr, width=width, highlight=False)
 
 
-def shown(change: Change, verbose: bool) -> bool:
-    return verbose or change.action != OK or bool(change.flags)
+shown = review.shown
 
 
 def columns(headers: list[str], rows: list[list[str]], width: int,
@@ -50,51 +51,104 @@ def columns(headers: list[str], rows: list[list[str]], width: int,
 class Out:
     """Plain text when piped (fast, stable in CI logs); colour through rich on a terminal."""
 
-    def __init__(self) -> None:
-        self.tty = sys.stdout.isatty()
+    def __init__(self, stderr: bool = False) -> None:
+        self.stream = sys.stderr if stderr else sys.stdout
+        self.tty = self.stream.isatty()
         self.width = shutil.get_terminal_size((160, 40)).columns if self.tty else 160
-        self.con = console() if self.tty else None
+        self.con = console(stderr) if self.tty else None
 
     def line(self, text: str, style: str = "") -> None:
         if self.con:
             self.con.print(text, style=style or None, markup=False, highlight=False,
                            soft_wrap=True)
         else:
-            sys.stdout.write(text + "\n")
+            self.stream.write(text + "\n")
 
 
-def plan_table(plan: Plan, verbose: bool = False) -> None:
-    out = Out()
+DIFF_STYLE = {"+": "green", "-": "red", "@": "cyan"}
+
+
+def _rows(out: Out, rows: list[Change], notes: review.Footnotes, diffs: bool,
+          group: review.Group | None = None) -> None:
+    cells = []
+    for c in rows:
+        shown_c = group.common_notes(c) if group else c
+        cells.append([ACTION_MARK[c.action], c.knob, c.target, _brief(c.current),
+                      _brief(c.desired), "" if c.boot is None else c.boot,
+                      review.short_notes(shown_c, notes, diffs)])
+    lines = columns(["", "knob", "target", "current", "desired", "at boot",
+                     "flags / notes"], cells, out.width, caps={2: 60, 3: 24, 4: 24, 5: 16})
+    out.line(lines[0], "dim")
+    styles = [{UPDATE: "yellow", SKIP: "red"}.get(c.action, "") for c in rows]
+    row = -1
+    for text in lines[1:]:
+        if not text.startswith(" "):
+            row += 1
+        out.line(text, styles[row])
+
+
+def _brief(value: str | None) -> str:
+    """A file's "13 lines, sha256:..." as "13 lines": one table line per row; the digest
+    is in the JSON, and --diff shows the content itself."""
+    return re.sub(r", sha256:[0-9a-f]{12}$", "", str(value))
+
+
+def diff_block(out: Out, diffs: list[review.FileDiff]) -> None:
+    """Unindented, so that a piped diff can be fed to `patch` or pasted as it is."""
+    for d in diffs:
+        if d.summary:
+            out.line(f"{d.path}: {d.summary}", "dim")
+            continue
+        for text in d.lines:
+            style = "bold" if text.startswith(("+++", "---")) else DIFF_STYLE.get(text[:1], "")
+            out.line(text, style)
+
+
+def plan_table(plan: Plan, verbose: bool = False, *, diff: bool = False,
+               per_host: bool = False, explain: bool = False,
+               names: dict[str, set[str]] | None = None, stderr: bool = False) -> None:
+    """The plan grouped: hosts with identical change sets printed once under a compact host
+    list; a smaller group shows only the rows that make it differ from the largest.
+    Long explanations become footnotes, printed with `explain`; `diff` adds the unified
+    diffs of files and the nft table after each group's rows."""
+    out = Out(stderr)
+    notes = review.Footnotes(explain)
     for hp in plan.hosts:
         if hp.error:
             out.line(f"{hp.host}: ERROR {hp.error}", "bold red")
-            continue
         for note in hp.notices:
             out.line(f"{hp.host}: RECOVERY {note}", "bold magenta")
-        rows = [c for c in hp.changes if shown(c, verbose)]
+    groups = review.group_hosts(plan, verbose, per_host)
+    main = review.compact(groups[0].hosts, names) if groups else ""
+    for g in groups:
+        hp = g.plans[0]
         skipped = sum(c.action == SKIP for c in hp.changes)
-        out.line(f"{hp.host} (profile {hp.profile}, {hp.info.get('cpus')} CPUs, kernel "
-                 f"{hp.info.get('kernel')}): {len(hp.pending)} to change"
+        who = review.compact(g.hosts, names)
+        count = f" [{len(g.plans)} hosts]" if len(g.plans) > 1 else ""
+        out.line(f"{who}{count} ({review.group_info(g)}): {g.pending} to change"
                  + (f", {skipped} not applicable here" if skipped else ""), "bold")
-        if not rows:
+        if g.differs is not None:
+            out.line(f"  differs from {main} in {len(g.differs)} row(s); every other row "
+                     "is the same", "bold")
+        rows = g.rows if g.differs is None else g.differs
+        if rows:
+            _rows(out, rows, notes, diff, g)
+        elif not g.missing:
             out.line("  nothing to do: the node matches its profile")
-            continue
-        cells = [[ACTION_MARK[c.action], c.knob, c.target, str(c.current), str(c.desired),
-                  "" if c.boot is None else c.boot, "; ".join(c.flags + c.notes)]
-                 for c in rows]
-        lines = columns(["", "knob", "target", "current", "desired", "at boot",
-                         "flags / notes"], cells, out.width, caps={2: 56, 3: 24, 4: 24, 5: 16})
-        out.line(lines[0], "dim")
-        styles = [{UPDATE: "yellow", SKIP: "red"}.get(c.action, "") for c in rows]
-        row = -1
-        for text in lines[1:]:
-            if not text.startswith(" "):
-                row += 1
-            out.line(text, styles[row])
-    total = sum(len(h.pending) for h in plan.hosts)
-    errors = sum(bool(h.error) for h in plan.hosts)
-    out.line(f"Plan: {total} change(s) on {sum(bool(h.pending) for h in plan.hosts)} of "
-             f"{len(plan.hosts)} host(s)" + (f", {errors} host(s) failed" if errors else ""))
+        if g.missing:
+            out.line("  not pending here: " + ", ".join(f"{c.knob} {c.target}"
+                                                      for c in g.missing))
+        if diff:
+            diff_block(out, review.host_diffs(rows))
+    for n, text in enumerate(notes.texts, 1):
+        # Piped, one line per note: CI logs do not wrap, and grep finds a whole note.
+        parts = textwrap.wrap(text, max(40, out.width - 6)) if out.tty else [text]
+        for i, part in enumerate(parts):
+            out.line((f"[{n}] " if i == 0 else "     ") + part, "dim")
+    if notes.hidden:
+        out.line(f"({len(notes.hidden)} explanation(s) of why these keys matter: --explain)",
+                 "dim")
+    out.line("Plan: " + review.headline(plan, groups, names, grouped=not per_host))
 
 
 def to_json(obj: Any) -> str:
@@ -145,7 +199,7 @@ def history_table(rows: list) -> None:
     con.print(t)
 
 
-def drift_table(report) -> None:  # report: netfix.drift.DriftReport
+def drift_table(report, diff: bool = False) -> None:  # report: netfix.drift.DriftReport
     """Per host: drift items (kind, knob, target, expected, actual, detail), then the targets
     not settable on this node as `info:` rows, then one summary line. Same plain/rich
     output as plan_table: a watcher prints this every few minutes, so it must stay cheap."""
@@ -175,4 +229,6 @@ def drift_table(report) -> None:  # report: netfix.drift.DriftReport
             if not text.startswith(" "):  # continuation lines of a wrapped detail are indented
                 row += 1
             out.line(text, styles[row])
+        if diff:  # what apply would write to bring the node back, file by file
+            diff_block(out, review.host_diffs(h.pending))
     out.line(f"Drift: {headline(report)}", "bold")

@@ -47,7 +47,7 @@ def test_plan_apply_replan_rollback_history(lab, tmp_path):
         assert "read-only" in " ".join(ch_big[key]["notes"])
     assert ch["/etc/sysctl.d/90-netfix.conf"]["action"] == "update"
 
-    lab.netfix("apply", "--profile", "public-vds", "--limit", "node1")
+    lab.netfix("apply", "--yes", "--profile", "public-vds", "--limit", "node1")
     assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
     assert lab.sysctl("node1", "net.ipv4.ip_forward") == "1"
     assert lab.sysctl("node1", "net.netfilter.nf_conntrack_udp_timeout") == "15"
@@ -75,7 +75,7 @@ def test_plan_apply_replan_rollback_history(lab, tmp_path):
     second = by_target(lab.plan_json("--profile", "public-vds", "--limit", "node1"), "node1")
     assert [t for t, c in second.items() if c["action"] == "update"] == []
 
-    lab.netfix("rollback", "--limit", "node1")
+    lab.netfix("rollback", "--yes", "--limit", "node1")
     after_vals, after_files = snapshot(lab, "node1")
     assert after_vals == before_vals
     assert after_files == before_files
@@ -98,7 +98,7 @@ def test_failure_half_way_restores_the_host(lab, tmp_path):
           net.ipv4.ip_local_port_range: "60000 1000"
           net.ipv4.tcp_synack_retries: 2
         """))
-    p = lab.netfix("apply", "--profile", str(prof), "--limit", "node2", check_rc=1)
+    p = lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", "node2", check_rc=1)
     assert "failed-restored" in p.stdout and "node2" in p.stderr
     assert "ip_local_port_range" in p.stdout
     assert snapshot(lab, "node2") == (before_vals, before_files)
@@ -116,12 +116,12 @@ def test_unreachable_host_others_carry_on(lab, tmp_path):
     data["groups"]["lab"]["hosts"] = ["node1", "ghost", "node3"]
     inv.write_text(yaml.safe_dump(data))
     before3 = lab.sysctl("node3", "net.ipv4.tcp_synack_retries")
-    p = lab.netfix("apply", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
+    p = lab.netfix("apply", "--yes", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
                    check_rc=1)
     assert "ghost" in p.stderr and "failed on: ghost" in p.stderr
     assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
     assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == "3"
-    lab.netfix("rollback", "-i", str(inv), "--limit", "node1,node3")
+    lab.netfix("rollback", "--yes", "-i", str(inv), "--limit", "node1,node3")
     assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == before3
 
 
@@ -137,7 +137,7 @@ def test_stale_saved_plan_is_refused(lab, tmp_path):
         lab.netfix("plan", "--profile", "public-vds", "--limit", "node2", "-o", str(out))
         lab.netfix("apply", str(out), "--limit", "node2")
         assert lab.sysctl("node2", "net.ipv4.tcp_synack_retries") == "3"
-        lab.netfix("rollback", "--limit", "node2")
+        lab.netfix("rollback", "--yes", "--limit", "node2")
         assert lab.sysctl("node2", "net.core.somaxconn") == "5000"
     finally:
         lab.sh("node2", "sysctl -qw net.core.somaxconn=4096")
@@ -145,14 +145,14 @@ def test_stale_saved_plan_is_refused(lab, tmp_path):
 
 def test_rollback_refuses_value_changed_by_hand(lab):
     before = lab.sysctl("node3", "net.ipv4.tcp_synack_retries")
-    lab.netfix("apply", "--profile", "public-vds", "--limit", "node3")
+    lab.netfix("apply", "--yes", "--profile", "public-vds", "--limit", "node3")
     lab.sh("node3", "sysctl -qw net.ipv4.tcp_synack_retries=4")
-    p = lab.netfix("rollback", "--limit", "node3", check_rc=1)
+    p = lab.netfix("rollback", "--yes", "--limit", "node3", check_rc=1)
     assert "net.ipv4.tcp_synack_retries: found '4', netfix wrote '3'" in p.stdout
     assert "--force" in p.stdout
     assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == "4"  # nothing restored
     assert lab.sysctl("node3", "net.netfilter.nf_conntrack_udp_timeout") == "15"
-    lab.netfix("rollback", "--limit", "node3", "--force")
+    lab.netfix("rollback", "--yes", "--limit", "node3", "--force")
     assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == before
     assert lab.sysctl("node3", "net.netfilter.nf_conntrack_udp_timeout") != "15"
 
@@ -191,7 +191,7 @@ def test_serial_batches_stop_at_max_fail(lab, tmp_path):
     inv = tmp_path / "inv.yaml"
     inv.write_text(yaml.safe_dump(data, sort_keys=False))
     before = lab.sysctl("node1", "net.ipv4.tcp_synack_retries")
-    p = lab.netfix("apply", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
+    p = lab.netfix("apply", "--yes", "-i", str(inv), "--limit", "lab", "--profile", "public-vds",
                    "--serial", "1", "--max-fail", "0", "--json", check_rc=1)
     status = {r["host"]: r["status"] for r in json.loads(p.stdout)}
     assert status == {"ghost": "error", "node1": "skipped", "node2": "skipped"}
@@ -201,12 +201,12 @@ def test_serial_batches_stop_at_max_fail(lab, tmp_path):
 def test_rollback_from_another_controller(lab, tmp_path):
     """Nothing on the controller is needed: another HOME and a copied inventory will do."""
     before = lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout")
-    lab.netfix("apply", "--profile", "public-vds", "--limit", "node2")
+    lab.netfix("apply", "--yes", "--profile", "public-vds", "--limit", "node2")
     assert lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout") == "10"
     other = tmp_path / "other-controller"
     other.mkdir()
     inv = other / "inventory.yaml"
     inv.write_text(lab.inventory.read_text())
-    lab.netfix("rollback", "-i", str(inv), "--limit", "node2",
+    lab.netfix("rollback", "--yes", "-i", str(inv), "--limit", "node2",
                env={"HOME": str(other), "XDG_CACHE_HOME": str(other)})
     assert lab.sysctl("node2", "net.netfilter.nf_conntrack_icmp_timeout") == before

@@ -48,11 +48,11 @@ def applied(lab, *nodes: str, inventory: Path | None = None):
     inv = ["-i", str(inventory)] if inventory else []
     limit = ",".join(nodes)
     before = {n: state(lab, n) for n in nodes}
-    lab.netfix("apply", *inv, "--profile", PROFILE, "--limit", limit)
+    lab.netfix("apply", "--yes", *inv, "--profile", PROFILE, "--limit", limit)
     try:
         yield
     finally:
-        lab.netfix("rollback", *inv, "--limit", limit, "--force", check_rc=None)
+        lab.netfix("rollback", "--yes", *inv, "--limit", limit, "--force", check_rc=None)
     assert {n: state(lab, n) for n in nodes} == before
 
 

@@ -81,7 +81,7 @@ def by_target(plan: dict, host: str) -> dict:
 def rollback_all(lab, node: str, inv: str | None = None) -> None:
     """Best effort for a test that failed half-way: undo every applied transaction."""
     for _ in range(5):
-        args = ["rollback", "--limit", node] + (["-i", inv] if inv else [])
+        args = ["rollback", "--yes", "--limit", node] + (["-i", inv] if inv else [])
         if lab.netfix(*args, check_rc=None).returncode != 0:
             return
 
@@ -107,7 +107,7 @@ def test_nodeports_filtered_by_source_beside_kube_proxy(lab, tmp_path):
                      "/etc/systemd/system/sysinit.target.d/netfix-firewall.conf"):
             assert ch[path]["action"] == "update", ch[path]
 
-        lab.netfix("apply", "--profile", prof, "--limit", "node1")
+        lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node1")
         live = lab.sh("node1", f"nft list {TABLE}")
         assert "hook prerouting priority mangle" in live and "fib daddr type != local" in live
         assert connects(lab, "node2", 30080)  # in the allow-list
@@ -133,7 +133,7 @@ def test_nodeports_filtered_by_source_beside_kube_proxy(lab, tmp_path):
         again = by_target(lab.plan_json("--profile", prof, "--limit", "node1"), "node1")
         assert [t for t, c in again.items() if c["action"] != "ok"] == []
 
-        lab.netfix("rollback", "--limit", "node1")
+        lab.netfix("rollback", "--yes", "--limit", "node1")
         assert TABLE not in tables(lab, "node1")
         assert lab.sh("node1", "nft list table ip kube-proxy") == kube_before
         assert lab.files("node1", FW_DIRS) == before_files
@@ -150,7 +150,7 @@ def test_rollback_restores_the_previous_table_exactly(lab, tmp_path):
                         "interfaces: {include: [\"eth*\"], exclude: []}", name="second.yaml")
     pid = listen(lab, "node1", 30081)
     try:
-        lab.netfix("apply", "--profile", first, "--limit", "node1")
+        lab.netfix("apply", "--yes", "--profile", first, "--limit", "node1")
         v1 = lab.sh("node1", f"nft list {TABLE}")
         assert not connects(lab, "node3", 30081)
 
@@ -159,13 +159,14 @@ def test_rollback_restores_the_previous_table_exactly(lab, tmp_path):
         assert "-elements = { 10.251.0.12 }" in notes
         assert "+elements = { 10.251.0.12/31 }" in notes  # adjacent /32s collapsed
         assert '+iifname "eth*" goto guard' in notes
-        lab.netfix("apply", "--profile", second, "--limit", "node1")
+        lab.netfix("apply", "--yes", "--profile", second, "--limit", "node1")
         assert connects(lab, "node3", 30081)
 
-        lab.netfix("rollback", "--limit", "node1")  # back to the first table, byte for byte
+        # back to the first table, byte for byte
+        lab.netfix("rollback", "--yes", "--limit", "node1")
         assert lab.sh("node1", f"nft list {TABLE}") == v1
         assert not connects(lab, "node3", 30081)
-        lab.netfix("rollback", "--limit", "node1")
+        lab.netfix("rollback", "--yes", "--limit", "node1")
         assert TABLE not in tables(lab, "node1")
     finally:
         if TABLE in tables(lab, "node1"):
@@ -182,7 +183,7 @@ def test_node_without_usable_nft_is_reported(lab, tmp_path):
         assert ch[TABLE]["action"] == "skip" and "not-settable" in ch[TABLE]["flags"]
         assert "nft not usable" in " ".join(ch[TABLE]["notes"])
         assert len(ch) == 1  # no persistence files planned for a table that cannot load
-        p = lab.netfix("apply", "--profile", prof, "--limit", "node2", "--json")
+        p = lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node2", "--json")
         assert json.loads(p.stdout)[0]["status"] == "no-changes"
         assert lab.files("node2", FW_DIRS) == before
         # node1 has a working nft: the same profile plans a table there
@@ -226,14 +227,14 @@ def test_syn_flood_section_applies_persists_and_rolls_back(lab, tmp_path):
         assert ch["net.ipv4.tcp_syncookies"]["desired"] == "1"
         assert "SYN cookie" in ch["net.ipv4.tcp_syncookies"]["notes"][0]
         assert "half-open" in ch["net.ipv4.tcp_max_syn_backlog"]["notes"][0]
-        lab.netfix("apply", "--profile", prof, "--limit", "node3")
+        lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node3")
         assert lab.sysctl("node3", "net.ipv4.tcp_syncookies") == "1"
         assert lab.sysctl("node3", "net.ipv4.tcp_max_syn_backlog") == "8192"
         assert int(lab.sysctl("node3", "net.core.somaxconn")) >= 8192
         assert lab.sysctl("node3", "net.ipv4.tcp_synack_retries") == "2"
         conf = lab.sh("node3", "cat /etc/sysctl.d/90-netfix-synflood.conf")
         assert "net.ipv4.tcp_synack_retries = 2" in conf and "# SYN flood:" in conf
-        lab.netfix("rollback", "--limit", "node3")
+        lab.netfix("rollback", "--yes", "--limit", "node3")
         assert {k: lab.sysctl("node3", k) for k in keys} == before
         assert lab.files("node3", ("/etc/sysctl.d",)) == before_files
     finally:
@@ -269,7 +270,7 @@ def test_confirm_window_reverts_a_change_that_cut_the_controller_off(lab, tmp_pa
     before = lab.files("node1", FW_DIRS)
     start = time.monotonic()
     try:
-        p = lab.netfix("apply", "-i", str(inv), "--profile", prof, "--limit", "node1",
+        p = lab.netfix("apply", "--yes", "-i", str(inv), "--profile", prof, "--limit", "node1",
                        "--confirm", str(window), "--json", check_rc=1)
         result = json.loads(p.stdout)[0]
         tx = result["tx"]
@@ -297,7 +298,7 @@ def test_confirm_window_reverts_a_change_that_cut_the_controller_off(lab, tmp_pa
 
         c = lab.netfix("confirm", "--limit", "node1", "--json", check_rc=1)
         assert json.loads(c.stdout)[0]["status"] == "reverted"
-        r = lab.netfix("rollback", "--limit", "node1", "--tx", tx, check_rc=1)
+        r = lab.netfix("rollback", "--yes", "--limit", "node1", "--tx", tx, check_rc=1)
         assert "already reverted-unconfirmed" in r.stdout
     finally:
         deadline = start + window + 30
@@ -315,7 +316,8 @@ def test_confirm_disarms_the_revert(lab, tmp_path):
     prof = fw_profile(tmp_path, ["10.251.0.11/32"])
     before = lab.files("node2", FW_DIRS)
     try:
-        p = lab.netfix("apply", "--profile", prof, "--limit", "node2", "--confirm", str(window),
+        p = lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node2", "--confirm",
+                       str(window),
                        "--json")
         result = json.loads(p.stdout)[0]
         tx = result["tx"]
@@ -334,7 +336,7 @@ def test_confirm_disarms_the_revert(lab, tmp_path):
         again = lab.netfix("confirm", "--limit", "node2", "--json")
         assert json.loads(again.stdout)[0]["status"] == "nothing-to-confirm"
 
-        lab.netfix("rollback", "--limit", "node2")
+        lab.netfix("rollback", "--yes", "--limit", "node2")
         assert TABLE not in tables(lab, "node2")
         assert lab.files("node2", FW_DIRS) == before
     finally:
@@ -346,22 +348,22 @@ def test_auto_confirm_and_rollback_of_an_unconfirmed_transaction(lab, tmp_path):
     prof = fw_profile(tmp_path, ["10.251.0.11/32"])
     before = lab.files("node3", FW_DIRS)
     try:
-        p = lab.netfix("apply", "--profile", prof, "--limit", "node3", "--confirm", "60",
+        p = lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node3", "--confirm", "60",
                        "--auto-confirm", "--json")
         result = json.loads(p.stdout)[0]
         assert result["status"] == "confirmed", result
         assert revert_files(lab, "node3", result["tx"]) == []
-        lab.netfix("rollback", "--limit", "node3")
+        lab.netfix("rollback", "--yes", "--limit", "node3")
         assert TABLE not in tables(lab, "node3")
 
         # Rolled back while still unconfirmed: the rollback disarms the pending revert, so
         # it can never fire later over whatever the node holds by then.
-        p = lab.netfix("apply", "--profile", prof, "--limit", "node3", "--confirm", "60",
+        p = lab.netfix("apply", "--yes", "--profile", prof, "--limit", "node3", "--confirm", "60",
                        "--json")
         tx = json.loads(p.stdout)[0]["tx"]
         assert sleeper_alive(lab, "node3", tx)
         pid = lab.sh("node3", f"cat /var/lib/netfix/tx/{tx}.revert.pid").strip()
-        lab.netfix("rollback", "--limit", "node3")
+        lab.netfix("rollback", "--yes", "--limit", "node3")
         assert TABLE not in tables(lab, "node3")
         assert revert_files(lab, "node3", tx) == []
         assert lab.sh("node3", f"kill -0 {pid} 2>/dev/null && echo alive || true") == ""

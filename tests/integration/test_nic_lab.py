@@ -88,7 +88,7 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
     assert sock["action"] == "skip" and "not-settable" in sock["flags"]
 
     try:
-        p = lab.netfix("apply", "--profile", str(prof), "--limit", "node1")
+        p = lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", "node1")
         assert "applied" in p.stdout
         now = live(lab, "node1")
         assert "RX: 2;TX: 2" in now["channels"]
@@ -107,7 +107,8 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
             assert path in files, path
         again = by_target(lab.plan_json("--profile", str(prof), "--limit", "node1"), "node1")
         assert [t for t, c in again.items() if c["action"] == "update"] == []
-        assert lab.netfix("apply", "--profile", str(prof), "--limit", "node1").returncode == 0
+        assert lab.netfix("apply", "--yes", "--profile", str(prof),
+                          "--limit", "node1").returncode == 0
 
         # A reboot or driver reset loses all of it; the boot script brings it back.
         lab.sh("node1", f"ethtool -K eth1 gro off rx-udp-gro-forwarding off && "
@@ -119,7 +120,7 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
         lab.sh("node1", "sh /etc/netfix/nic.sh")
         assert live(lab, "node1") == now
     finally:
-        lab.netfix("rollback", "--limit", "node1")
+        lab.netfix("rollback", "--yes", "--limit", "node1")
     assert live(lab, "node1") == before
     assert etc(lab, "node1") == before_etc
 
@@ -159,17 +160,19 @@ def test_disruptive_change_on_the_ssh_interface_is_refused(lab, tmp_path):
     assert ch["nic.interfaces[0]"]["action"] == "skip"  # the lab has no default route
     assert set(ch["eth0 mtu"]["flags"]) == {"disruptive", "management"}
     assert "carries this SSH session (to 10.251.0.13)" in " ".join(ch["eth0 mtu"]["notes"])
-    p = lab.netfix("apply", "--profile", str(prof), "--limit", "node3", "--json", check_rc=1)
+    p = lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", "node3", "--json",
+                   check_rc=1)
     res = json.loads(p.stdout[p.stdout.index("["):])[0]
     assert res["status"] == "refused" and "--allow-disruptive" in res["message"]
     assert res["details"] == ["mtu eth0 mtu: 1500 -> 1400"]
     assert lab.sh("node3", "cat /sys/class/net/eth0/mtu") == before
     assert etc(lab, "node3") == before_etc  # nothing at all: not even the offloads
     try:
-        lab.netfix("apply", "--profile", str(prof), "--limit", "node3", "--allow-disruptive")
+        lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", "node3",
+                   "--allow-disruptive")
         assert lab.sh("node3", "cat /sys/class/net/eth0/mtu").strip() == "1400"
     finally:
-        lab.netfix("rollback", "--limit", "node3")
+        lab.netfix("rollback", "--yes", "--limit", "node3")
     assert lab.sh("node3", "cat /sys/class/net/eth0/mtu") == before
 
 
@@ -184,12 +187,12 @@ def test_irqbalance_without_systemd(lab, tmp_path):
     path = "/etc/default/irqbalance"
     assert ch[f"{path} banned CPUs"]["desired"] == "IRQBALANCE_BANNED_CPULIST=1"
     try:
-        lab.netfix("apply", "--profile", str(prof), "--limit", "node2")
+        lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", "node2")
         assert lab.sh("node2", f"grep -x IRQBALANCE_BANNED_CPULIST=1 {path}").strip()
         again = by_target(lab.plan_json("--profile", str(prof), "--limit", "node2"), "node2")
         assert again[f"{path} banned CPUs"]["action"] == "ok"
     finally:
-        lab.netfix("rollback", "--limit", "node2")
+        lab.netfix("rollback", "--yes", "--limit", "node2")
     assert etc(lab, "node2") == before
 
 
@@ -207,4 +210,5 @@ def test_bad_input(lab, tmp_path):
     nothing.write_text("nic:\n  interfaces:\n    - match: {name: 'wlan*'}\n      mtu: 1400\n")
     p = lab.netfix("plan", "--profile", str(nothing), "--limit", "node1", "--detailed-exitcode")
     assert "matched no interface on this host" in p.stdout
-    assert lab.netfix("apply", "--profile", str(nothing), "--limit", "node1").returncode == 0
+    assert lab.netfix("apply", "--yes", "--profile", str(nothing),
+                      "--limit", "node1").returncode == 0

@@ -198,7 +198,7 @@ def apply_and_cut(lab, profile: Path, method: str, phase: str, frac: float, tota
     """Start an apply and cut it when the node shows `phase` at `frac`. Returns where the
     cut really landed."""
     known = set(tx_status(lab, NODE))
-    proc = subprocess.Popen([NETFIX, "apply", "--profile", str(profile), "-i",
+    proc = subprocess.Popen([NETFIX, "apply", "--yes", "--profile", str(profile), "-i",
                              str(lab.inventory), "--limit", NODE], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -258,7 +258,7 @@ def test_cut_anywhere_leaves_node_untouched_or_fully_applied(lab, big, tmp_path,
             controller = f"exit {proc.returncode}" if method == "sshd" else "killed"
             RESULTS.append((size, method, landed, outcome, controller))
             if outcome == "applied":
-                lab.netfix("rollback", "--limit", NODE)
+                lab.netfix("rollback", "--yes", "--limit", NODE)
                 assert snapshot(lab, NODE, keys) == before, f"{landed}: rollback not exact"
         # The sweep must really have cut inside both phases.
         landed_in = {r[2].split()[0] for r in RESULTS if r[:2] == (size, method)}
@@ -279,7 +279,8 @@ def pause_apply(lab, node: str, profile: str, step: int) -> tuple[subprocess.Pop
     """Apply with the node's run paused after `step` (fault injection), holding the lock."""
     known = set(tx_status(lab, node))
     env = {**os.environ, "NETFIX_TEST_PAUSE_AFTER_STEP": str(step)}
-    proc = subprocess.Popen([NETFIX, "apply", "--profile", profile, "-i", str(lab.inventory),
+    proc = subprocess.Popen([NETFIX, "apply", "--yes", "--profile", profile, "-i",
+                             str(lab.inventory),
                              "--limit", node], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     txd = state_dir(lab, node) / "tx"
@@ -337,9 +338,9 @@ def test_interrupted_transaction_is_undone_by_the_next_run(lab, tmp_path, step, 
     if step < n:
         assert snapshot(lab, node, SMALL_KEYS) != before  # really half-applied
 
-    args = {"plan": ["plan", "--profile", str(profile)], "rollback": ["rollback"],
+    args = {"plan": ["plan", "--profile", str(profile)], "rollback": ["rollback", "--yes"],
             "drift": ["drift", "--profile", str(profile)], "history": ["history"],
-            "apply": ["apply", "--profile", str(profile)]}[reader]
+            "apply": ["apply", "--yes", "--profile", str(profile)]}[reader]
     p = lab.netfix(*args, "--limit", node, check_rc=None)
     said = " ".join((p.stdout + p.stderr).split())  # tables wrap long cells
     assert f"transaction {tx_id} had been interrupted after step {step} of {n}" in said, said
@@ -347,7 +348,7 @@ def test_interrupted_transaction_is_undone_by_the_next_run(lab, tmp_path, step, 
     assert tx_status(lab, node)[tx_id] == "interrupted-restored"
     if reader == "apply":  # it recovered first, then applied the profile whole
         assert p.returncode == 0, said
-        lab.netfix("rollback", "--limit", node)
+        lab.netfix("rollback", "--yes", "--limit", node)
     elif reader == "rollback":  # nothing is left to roll back once recovered
         assert p.returncode == 1 and "nothing to roll back" in said, said
     assert snapshot(lab, node, SMALL_KEYS) == before
@@ -376,7 +377,7 @@ def test_lost_connection_reports_what_the_node_did(lab, tmp_path):
     assert tx_id in out and "reconnecting" in out + err and "applied" in out, out + err
     assert "exit -1" not in out + err
     assert tx_status(lab, node)[tx_id] == "applied"
-    lab.netfix("rollback", "--limit", node)
+    lab.netfix("rollback", "--yes", "--limit", node)
     assert snapshot(lab, node, SMALL_KEYS) == before
 
 
@@ -404,7 +405,7 @@ def test_unreachable_after_cut_is_unknown_with_the_tx_id(lab, tmp_path):
         os.kill(pid, signal.SIGKILL)
     settle(lab, node)
     assert tx_status(lab, node)[tx_id] == "applied"
-    lab.netfix("rollback", "--limit", node)
+    lab.netfix("rollback", "--yes", "--limit", node)
     assert snapshot(lab, node, SMALL_KEYS) == before
 
 
@@ -451,7 +452,7 @@ def test_torn_journal_is_reported_never_skipped(lab, tmp_path):
     node = "node1"
     profile = tmp_path / "small.yaml"
     profile.write_text(SMALL)
-    lab.netfix("apply", "--profile", str(profile), "--limit", node)
+    lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", node)
     (tx_id, _), = [(k, v) for k, v in tx_status(lab, node).items() if v == "applied"][-1:]
     path = state_dir(lab, node) / "tx" / f"{tx_id}.json"
     good = path.read_bytes()
@@ -463,11 +464,11 @@ def test_torn_journal_is_reported_never_skipped(lab, tmp_path):
                        check_rc=2)
         items = json.loads(d.stdout)["hosts"][0]["items"]
         assert any(i["target"] == tx_id and i["actual"] == "unreadable" for i in items), items
-        r = lab.netfix("rollback", "--limit", node, check_rc=1)
+        r = lab.netfix("rollback", "--yes", "--limit", node, check_rc=1)
         assert tx_id in r.stdout + r.stderr and "by hand" in r.stdout + r.stderr
     finally:
         path.write_bytes(good)
-    lab.netfix("rollback", "--limit", node)
+    lab.netfix("rollback", "--yes", "--limit", node)
 
 
 # ------------------------------------------------------------------ saved plans
@@ -511,7 +512,7 @@ def test_saved_plan_from_a_relative_profile_path_applies_and_edits_make_it_stale
     (tmp_path / "dir" / "mine.yaml").write_text(SMALL)
     lab.netfix("apply", str(saved), "--limit", node)  # from the lab's cwd, not tmp_path
     assert read_values(lab, node, SMALL_KEYS)["net.ipv4.tcp_keepalive_time"] == "611"
-    lab.netfix("rollback", "--limit", node)
+    lab.netfix("rollback", "--yes", "--limit", node)
     assert snapshot(lab, node, SMALL_KEYS) == before
 
 
@@ -594,7 +595,7 @@ def test_saved_plan_with_two_profiles_replans_each_host_with_its_own(lab, tmp_pa
         assert "stale" not in p.stdout, p.stdout
         assert read_values(lab, "node1", SMALL_KEYS)["net.ipv4.tcp_keepalive_time"] == "611"
         assert read_values(lab, "node2", SMALL_KEYS)["net.ipv4.tcp_keepalive_time"] == "733"
-        lab.netfix("rollback", "-i", str(inv), "--limit", "node1,node2")
+        lab.netfix("rollback", "--yes", "-i", str(inv), "--limit", "node1,node2")
         assert {n: snapshot(lab, n, SMALL_KEYS) for n in before} == before
 
 
@@ -607,7 +608,7 @@ def test_rollback_removes_the_directories_apply_created(lab, tmp_path):
                        "      offloads: {gro: off}\n")
     before = snapshot(lab, node, SMALL_KEYS)
     assert "/etc/netfix" not in before[2]
-    lab.netfix("apply", "--profile", str(profile), "--limit", node)
+    lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", node)
     assert "/etc/netfix" in snapshot(lab, node, SMALL_KEYS)[2]
-    lab.netfix("rollback", "--limit", node)
+    lab.netfix("rollback", "--yes", "--limit", node)
     assert snapshot(lab, node, SMALL_KEYS) == before

@@ -158,7 +158,7 @@ def test_plan_apply_drift_rollback_through_sudo(lab, accounts, tmp_path, fmt):
     assert f"carries this SSH session (to {lab.nodes[node].address})" in " ".join(row["notes"])
 
     try:
-        lab.netfix("apply", "-i", inv, "--profile", PROFILE)
+        lab.netfix("apply", "--yes", "-i", inv, "--profile", PROFILE)
         assert lab.sysctl(node, "net.ipv4.tcp_synack_retries") == "3"
         assert lab.sysctl(node, "net.netfilter.nf_conntrack_udp_timeout") == "15"
         # Written by root through sudo, not by the login user.
@@ -170,7 +170,7 @@ def test_plan_apply_drift_rollback_through_sudo(lab, accounts, tmp_path, fmt):
         history = lab.netfix("history", "-i", inv).stdout
         assert node in history
     finally:
-        lab.netfix("rollback", "-i", inv)
+        lab.netfix("rollback", "--yes", "-i", inv)
     assert snapshot(lab, node) == (before_vals, before_files)
     lab.netfix("plan", "-i", inv, "--profile", PROFILE, "--detailed-exitcode", check_rc=2)
 
@@ -193,7 +193,7 @@ def test_sudo_that_wants_a_password_fails_that_host_clearly(lab, accounts, tmp_p
     assert "password" in by_host[PASSWORD_NODE]["error"], by_host[PASSWORD_NODE]
     assert not by_host[good].get("error") and by_host[good]["changes"]  # the other host planned
 
-    p = lab.netfix("apply", "-i", inv, "--profile", PROFILE, "--limit", PASSWORD_NODE,
+    p = lab.netfix("apply", "--yes", "-i", inv, "--profile", PROFILE, "--limit", PASSWORD_NODE,
                    check_rc=1)
     out = p.stdout + p.stderr
     assert "Traceback" not in out and "password" in out and PASSWORD_NODE in p.stderr, out

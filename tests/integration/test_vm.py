@@ -189,7 +189,7 @@ def test_plan_has_nic_and_irqbalance_rows(vm):
 
 
 def test_apply_refuses_management_nic_without_allow_disruptive(vm):
-    p = vm.netfix("apply", "--profile", PROFILE, check_rc=1)
+    p = vm.netfix("apply", "--yes", "--profile", PROFILE, check_rc=1)
     assert "--allow-disruptive" in p.stdout + p.stderr, p.stdout + p.stderr
     # Refused as a whole host: nothing changed, not even the harmless rows.
     assert vm.sysctls(list(WANT)) == vm.originals
@@ -197,7 +197,7 @@ def test_apply_refuses_management_nic_without_allow_disruptive(vm):
 
 
 def test_apply_sets_conntrack_live_at_4_to_1(vm):
-    vm.netfix("apply", "--profile", PROFILE, "--allow-disruptive")
+    vm.netfix("apply", "--yes", "--profile", PROFILE, "--allow-disruptive")
     now = vm.sysctls(list(WANT))
     assert now == WANT
     assert int(now[MAX]) == 4 * int(now[BUCKETS])
@@ -249,7 +249,7 @@ def test_driver_reset_brings_nic_settings_back(vm):
 
 def test_rollback_restores_live_and_at_boot(vm):
     irq_file = vm.sh("sha256sum /etc/default/irqbalance")
-    vm.netfix("rollback")
+    vm.netfix("rollback", "--yes")
     assert vm.sysctls(list(WANT)) == vm.originals
     assert vm.nic_state() == vm.nic_originals
     assert vm.irq_state() == vm.irq_originals
@@ -287,7 +287,7 @@ def test_power_cut_mid_apply_is_undone_by_the_next_run(vm):
     files = [i for i, op in enumerate(ops, 1) if op["kind"] == "file"]
     step = files[1]  # two persistence files on disk, the rest not
     env = {**os.environ, "NETFIX_TEST_PAUSE_AFTER_STEP": str(step), "COLUMNS": "200"}
-    proc = subprocess.Popen([NETFIX, "apply", "--profile", PROFILE, "--allow-disruptive",
+    proc = subprocess.Popen([NETFIX, "apply", "--yes", "--profile", PROFILE, "--allow-disruptive",
                              "-i", str(vm.inventory)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -313,7 +313,7 @@ def test_power_cut_mid_apply_is_undone_by_the_next_run(vm):
 
 def test_without_persistence_files_settings_are_lost_at_boot(vm):
     """Guards the tests above: persistence comes from netfix's files, not from the VM."""
-    vm.netfix("apply", "--profile", PROFILE, "--allow-disruptive")
+    vm.netfix("apply", "--yes", "--profile", PROFILE, "--allow-disruptive")
     # The NIC settings have two ways back at boot: the unit (via its drop-in) and the udev
     # rule (udev replays "add" for every device at boot). Take both away.
     vm.sh("rm /etc/modules-load.d/netfix-conntrack.conf /etc/udev/rules.d/90-netfix-nic.rules "
