@@ -10,7 +10,6 @@ links with one `ip -j -d link` and runs ethtool only for interfaces some block m
 from __future__ import annotations
 
 import fnmatch
-import functools
 import ipaddress
 import json
 import shlex
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from netfix import ethtool
 from netfix.errors import NetfixError
 from netfix.facts import Facts, Needs
+from netfix.ifsettings import REGISTRY
 from netfix.plan import DISRUPTIVE, NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
 
 SCRIPT = "ifaces"
@@ -26,7 +26,7 @@ MANAGEMENT = "management"  # flag: the change is on the interface carrying netfi
 WARNING = "warning"
 ERROR = "error"  # a profile value this node cannot take (above the hardware maximum, ...)
 INFO = "info"
-GROUPS = ("channels", "rings", "coalesce", "offloads", "rps", "xps", "mtu")
+GROUPS = tuple(REGISTRY)  # the keys a nic.interfaces block can set
 
 _SNIPPET = r"""set -f
 NFNL='
@@ -111,6 +111,7 @@ class Link:
     min_mtu: int | None = None
     max_mtu: int | None = None
     kind: str | None = None  # linkinfo.info_kind: veth, vxlan, ipip, wireguard, ...
+    attrs: dict[str, int] = field(default_factory=dict)  # integer fields of `ip -j -d link`
     info: dict = field(default_factory=dict)  # linkinfo.info_data
     addrs: list[tuple[str, str]] = field(default_factory=list)  # (inet|inet6, address)
     candidate: bool = False  # the fact script looked at it closely (ethtool, queues)
@@ -154,10 +155,9 @@ def node(facts: Facts) -> Net:
     return parse(facts.scripts.get(SCRIPT, ""))
 
 
-@functools.lru_cache(maxsize=64)
 def parse(output: str) -> Net:
-    """The snippet's records (`== kind args` then payload lines) -> Net. Cached: three
-    knobs read the same output."""
+    """The snippet's records (`== kind args` then payload lines) -> Net. Parsed once per
+    host plan: knobs.Context.interfaces builds the host view every NIC knob reads."""
     net = Net()
     records: list[tuple[list[str], list[str]]] = []
     for line in output.splitlines():
@@ -180,7 +180,9 @@ def parse(output: str) -> Net:
                 info = item.get("linkinfo") or {}
                 net.links[item["ifname"]] = Link(
                     item["ifname"], item.get("mtu"), item.get("min_mtu"), item.get("max_mtu"),
-                    info.get("info_kind"), info.get("info_data") or {})
+                    info.get("info_kind"),
+                    {k: v for k, v in item.items() if type(v) is int},
+                    info.get("info_data") or {})
         elif kind == "addr" and text:
             for item in _json(text, "ip -j addr"):
                 link = net.links.get(item["ifname"])
@@ -250,7 +252,7 @@ class Selection:
     rows: list[Change]  # one per block: what it matched, or a warning that it matched nothing
 
 
-def describe(match: dict) -> str:
+def describe_match(match: dict) -> str:
     parts = []
     if match.get("name") is not None:
         parts.append("name " + ",".join(_as_list(match["name"])))
@@ -282,17 +284,17 @@ def select(section: dict, net: Net) -> Selection:
         found = [link.name for link in net.candidates if matches(block["match"], link, net)]
         target = f"nic.interfaces[{i}]"
         if not found:
-            rows.append(Change("nic", target, None, describe(block["match"]), action=SKIP,
+            rows.append(Change("nic", target, None, describe_match(block["match"]), action=SKIP,
                                flags=[WARNING], notes=["matched no interface on this host"]))
             continue
-        rows.append(Change("nic", target, ", ".join(found), describe(block["match"]),
+        rows.append(Change("nic", target, ", ".join(found), describe_match(block["match"]),
                            action=OK, flags=[INFO], notes=[f"matched {', '.join(found)}"]))
         for name in found:
             want = wants.setdefault(name, {})
-            for group in GROUPS:
+            for group, entry in REGISTRY.items():
                 if group not in block:
                     continue
-                if isinstance(block[group], dict):
+                if entry.merge:
                     want[group] = {**want.get(group, {}), **block[group]}
                 else:
                     want[group] = block[group]
@@ -349,6 +351,7 @@ class Setting:
     action: str = ""  # computed from current/desired unless given (SKIP)
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    group: str = ""  # its ifsettings.REGISTRY entry ("channels", "rps", "mtu", ...)
 
     @property
     def label(self) -> str:
@@ -372,8 +375,26 @@ class Setting:
 
 
 def skip(knob: str, iface: str, what: str, desired: str | None, note: str,
-         current: str | None = None, flag: str = NOT_SETTABLE) -> Setting:
-    return Setting(knob, iface, what, current, desired, action=SKIP, flags=[flag], notes=[note])
+         current: str | None = None, flag: str = NOT_SETTABLE, group: str = "") -> Setting:
+    return Setting(knob, iface, what, current, desired, action=SKIP, flags=[flag], notes=[note],
+                   group=group)
+
+
+@dataclass
+class HostView:
+    """One host's interfaces as every NIC knob sees them, built once per host plan: the
+    parsed facts, the profile blocks' selection, and the per-interface settings planned so
+    far (knobs add theirs in their declared order, so rps sees nic's channel change)."""
+
+    net: Net
+    selection: Selection
+    settings: list[Setting] = field(default_factory=list)
+
+    def of(self, knob: str) -> list[Setting]:
+        return [s for s in self.settings if s.knob == knob]
+
+    def planned(self, iface: str, what: str) -> Setting | None:
+        return next((s for s in self.settings if s.iface == iface and s.what == what), None)
 
 
 def disruptive(s: Setting, net: Net) -> Setting:

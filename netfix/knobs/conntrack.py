@@ -16,6 +16,7 @@ from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
 from netfix.util import norm
 
 SECTION = "conntrack"
+AFTER: tuple[str, ...] = ()
 PERSIST = "/etc/sysctl.d/90-netfix-conntrack.conf"
 MODPROBE = "/etc/modprobe.d/netfix-conntrack.conf"
 MODULES_LOAD = "/etc/modules-load.d/netfix-conntrack.conf"

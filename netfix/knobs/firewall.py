@@ -40,6 +40,7 @@ from netfix.knobs.sysctl import file_change
 from netfix.plan import NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
 
 SECTION = "firewall"
+AFTER: tuple[str, ...] = ()
 TABLE = "table inet netfix"
 STATE_LABEL = "nft:inet/netfix"  # the cmd step's label and its fact script's name
 PROBE = "firewall-probe"
@@ -143,7 +144,7 @@ def check_profile(data: dict) -> list[tuple[str, tuple]]:
     return problems
 
 
-def settings(section: dict) -> Settings:
+def parse_section(section: dict) -> Settings:
     problems = check_profile({SECTION: section})
     if problems:  # profiles are checked on load; this guards direct library callers
         raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for m, p in problems))
@@ -282,7 +283,7 @@ def probe(desired: str | None) -> str:
 
 
 def needs(section: dict, ctx: Context) -> Needs:
-    s = settings(section)
+    s = parse_section(section)
     return Needs(files={RULESET, UNIT, WANTS},
                  scripts={STATE_LABEL: READ, PROBE: probe(ruleset(s) if s.enabled else None)})
 
@@ -356,7 +357,7 @@ def _skip(target: str, current: str | None, why: str) -> Change:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    s = settings(section)
+    s = parse_section(section)
     pr = parse_probe(facts.scripts.get(PROBE, ""))
     current = (facts.scripts.get(STATE_LABEL) or "").strip() or None
     if pr.nft == "none":

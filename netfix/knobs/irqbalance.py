@@ -24,6 +24,7 @@ from netfix.knobs import Context
 from netfix.plan import Change
 
 SECTION = "irqbalance"
+AFTER: tuple[str, ...] = ()
 KNOB = "irqbalance"
 SERVICE = "irqbalance.service"
 DEBIAN, RHEL = "/etc/default/irqbalance", "/etc/sysconfig/irqbalance"

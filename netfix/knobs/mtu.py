@@ -1,20 +1,20 @@
-"""MTU per interface, and the overlay check: an overlay device (VXLAN, IPIP, WireGuard,
-Geneve) whose MTU exceeds its underlay's MTU minus the encapsulation overhead drops or
-fragments large packets, while small requests still work - the classic "SSH works, big
-transfers stall" failure. The check only reports; the CNI owns the overlay's MTU.
+"""The overlay MTU check (the MTU itself is a link attribute, planned by knobs/link.py):
+an overlay device (VXLAN, IPIP, WireGuard, Geneve) whose MTU exceeds its underlay's MTU
+minus the encapsulation overhead drops or fragments large packets, while small requests
+still work - the classic "SSH works, big transfers stall" failure. The check only
+reports; the CNI owns the overlay's MTU.
 """
 
 from __future__ import annotations
 
-import shlex
-
 from netfix import ifaces
 from netfix.facts import Facts, Needs
-from netfix.ifaces import ERROR, Net, Setting, skip
+from netfix.ifaces import Net
 from netfix.knobs import Context
 from netfix.plan import OK, SKIP, Change
 
 SECTION = "nic"
+AFTER = ("link",)  # checks the MTUs link plans, not only today's
 KNOB = "mtu"
 OVERLAY_MTU = "overlay-mtu"  # flag: overlay MTU too large for its underlay
 OVERLAYS = ("flannel.1", "vxlan.calico", "tunl0", "cilium_vxlan", "wireguard.cali")
@@ -28,29 +28,10 @@ def needs(section: dict, ctx: Context) -> Needs:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    mine = settings(section, facts)
-    planned = {s.iface: int(s.desired) for s in mine if s.settable and s.desired}
-    return [s.change() for s in mine] + overlay_rows(section, ifaces.node(facts), planned)
-
-
-def settings(section: dict, facts: Facts) -> list[Setting]:
-    net = ifaces.node(facts)
-    out = []
-    for name, want in ifaces.select(section, net).wants.items():
-        if "mtu" not in want:
-            continue
-        link, mtu = net.links[name], int(want["mtu"])
-        lo, hi = link.min_mtu or 0, link.max_mtu or 0  # 0: the driver sets no bound
-        if (hi and mtu > hi) or mtu < lo:
-            out.append(skip(KNOB, name, "mtu", str(mtu), f"{mtu} is outside the MTU range "
-                            f"{lo}-{hi} of {name} ({link.driver_name}): not applied",
-                            current=str(link.mtu), flag=ERROR))
-            continue
-        path = shlex.quote(f"/sys/class/net/{name}/mtu")
-        s = Setting(KNOB, name, "mtu", str(link.mtu), str(mtu), f"cat {path}",
-                    f'ip link set dev {shlex.quote(name)} mtu "$1"')
-        out.append(ifaces.disruptive(s, net))
-    return out
+    view = ctx.interfaces(section, facts)
+    planned = {s.iface: int(s.desired) for s in view.settings
+               if s.group == "mtu" and s.settable and s.desired}
+    return overlay_rows(section, view.net, planned)
 
 
 def _v6_underlay(info: dict, under: ifaces.Link) -> bool:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from netfix import ethtool, ifaces
 from netfix.facts import Facts, Needs
-from netfix.ifaces import ERROR, Link, Net, Setting, skip
+from netfix.ifaces import ERROR, HostView, Link, Net, Setting, skip
 from netfix.knobs import Context
 from netfix.plan import Change
 
 SECTION = "nic"
+AFTER: tuple[str, ...] = ()
 KNOB = "nic"
 
 
@@ -24,14 +25,14 @@ def needs(section: dict, ctx: Context) -> Needs:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    rows = ifaces.select(section, ifaces.node(facts)).rows
-    return rows + [s.change() for s in settings(section, facts)]
+    view = ctx.interfaces(section, facts)
+    return view.selection.rows + [s.change() for s in view.of(KNOB)]
 
 
-def settings(section: dict, facts: Facts) -> list[Setting]:
-    net = ifaces.node(facts)
+def plan_interfaces(section: dict, facts: Facts, view: HostView) -> list[Setting]:
+    net = view.net
     out: list[Setting] = []
-    for name, want in ifaces.select(section, net).wants.items():
+    for name, want in view.selection.wants.items():
         for group in ethtool.SHOW:
             if group in want:
                 out += group_settings(group, want[group], net.links[name], net, facts)
@@ -64,14 +65,17 @@ def group_settings(group: str, asked: dict, link: Link, net: Net, facts: Facts) 
     if problem or out is None:
         shown = ethtool.state({k: _onoff(v) if isinstance(v, bool) else str(v)
                                for k, v in asked.items()})
-        return [skip(KNOB, link.name, group, shown, problem or "")]
+        return [skip(KNOB, link.name, group, shown, problem or "", group=group)]
     resolve = {"channels": _limits, "rings": _limits, "coalesce": _coalesce,
                "offloads": _offloads}[group]
     current, desired, rows = resolve(group, asked, out, link, net)
+    for row in rows:
+        row.group = group
     if desired:
         keys = list(desired)
         s = Setting(KNOB, link.name, group, ethtool.state(current), ethtool.state(desired),
-                    ethtool.read_sh(group, link.name, keys), ethtool.set_sh(group, link.name, keys))
+                    ethtool.read_sh(group, link.name, keys), ethtool.set_sh(group, link.name, keys),
+                    group=group)
         if group in ("channels", "rings"):
             ifaces.disruptive(s, net)
         rows.insert(0, s)
@@ -132,15 +136,13 @@ def _offloads(group: str, asked: dict, out: ethtool.Output, link: Link, net: Net
     return current, desired, rows
 
 
-def planned_queues(link: Link, want: dict, net: Net, facts: Facts) -> tuple[int, int]:
+def planned_queues(link: Link, view: HostView) -> tuple[int, int]:
     """(rx, tx) queue counts once this plan's channel change (if any) is made: RPS/XPS must
     cover the queues that exist then, not only those that exist now."""
     n_rx, n_tx = link.nqueues("rx"), link.nqueues("tx")
-    if "channels" not in want or "l" not in link.ethtool:
-        return n_rx, n_tx
-    change = next((s for s in group_settings("channels", want["channels"], link, net, facts)
-                   if s.what == "channels"), None)
-    if change is None or change.current == change.desired or not change.desired:
+    change = view.planned(link.name, "channels")
+    if (change is None or not change.settable or "l" not in link.ethtool
+            or change.current == change.desired or not change.desired):
         return n_rx, n_tx
     limits = ethtool.limits(link.ethtool["l"], ethtool.CHANNEL_KEYS)
     after = {k: v or 0 for k, v in limits.current.items()}

@@ -19,11 +19,13 @@ import shlex
 from netfix import ifaces
 from netfix.facts import Facts, Needs
 from netfix.ifaces import Setting
-from netfix.knobs import Context, mtu, nic, rps
+from netfix.ifsettings import REGISTRY
+from netfix.knobs import Context
 from netfix.knobs.sysctl import file_change
 from netfix.plan import Change
 
 SECTION = "nic"
+AFTER = ("link", "rps")  # its boot script holds every per-interface setting planned
 KNOB = "nic"
 SCRIPT = "/etc/netfix/nic.sh"
 UNIT = "/etc/systemd/system/netfix-nic.service"
@@ -59,7 +61,8 @@ def needs(section: dict, ctx: Context) -> Needs:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    keep = [s for mod in (nic, mtu, rps) for s in mod.settings(section, facts) if s.settable]
+    keep = [s for s in ctx.interfaces(section, facts).settings
+            if s.settable and REGISTRY[s.group].persist]
     content = {SCRIPT: render(keep, ctx) if keep else None}
     for path, text in ((UNIT, _UNIT), (DROPIN, _DROPIN), (UDEV, _UDEV)):
         content[path] = (ctx.header + text).encode() if keep else None

@@ -13,12 +13,14 @@ import shlex
 
 from netfix import ifaces
 from netfix.facts import Facts, Needs
-from netfix.ifaces import ERROR, Link, Net, Setting, skip
-from netfix.knobs import Context, nic
+from netfix.ifaces import ERROR, HostView, Link, Net, Setting, skip
+from netfix.knobs import Context
+from netfix.knobs.nic import planned_queues
 from netfix.knobs.sysctl import persist_needs, sysctl_changes
 from netfix.plan import Change
 
 SECTION = "nic"
+AFTER = ("nic",)  # masks for the queues that nic's channel change adds
 KNOB = "rps"
 SOCK = "net.core.rps_sock_flow_entries"
 PERSIST = "/etc/sysctl.d/90-netfix-rps.conf"
@@ -38,7 +40,7 @@ def pow2(n: int) -> int:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    changes = [s.change() for s in settings(section, facts)]
+    changes = [s.change() for s in ctx.interfaces(section, facts).of(KNOB)]
     if "rps_sock_flow_entries" in section:
         entries = pow2(section["rps_sock_flow_entries"])
         rows = sysctl_changes(KNOB, {SOCK: str(entries)}, facts, PERSIST, ctx)
@@ -48,14 +50,14 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     return changes
 
 
-def settings(section: dict, facts: Facts) -> list[Setting]:
-    net = ifaces.node(facts)
+def plan_interfaces(section: dict, facts: Facts, view: HostView) -> list[Setting]:
+    net = view.net
     out: list[Setting] = []
-    for name, want in ifaces.select(section, net).wants.items():
+    for name, want in view.selection.wants.items():
         if "rps" not in want and "xps" not in want:
             continue
         link = net.links[name]
-        n_rx, n_tx = nic.planned_queues(link, want, net, facts)
+        n_rx, n_tx = planned_queues(link, view)
         rps, xps = want.get("rps", {}), want.get("xps", {})
         entries = section.get("rps_sock_flow_entries", DEFAULT_SOCK_ENTRIES)
         for i in range(n_rx):
@@ -93,6 +95,12 @@ def _cpus(spec: object, queue: int, nqueues: int, net: Net, kind: str) -> tuple[
 
 
 def _queue(link: Link, queue: str, file: str, want: tuple[str, str | None]) -> Setting:
+    s = _queue_setting(link, queue, file, want)
+    s.group = "xps" if file == "xps_cpus" else "rps"
+    return s
+
+
+def _queue_setting(link: Link, queue: str, file: str, want: tuple[str, str | None]) -> Setting:
     desired, problem = want
     what = f"{queue} {file}"
     raw = link.qvalues.get(f"{queue}/{file}")

@@ -14,6 +14,7 @@ from netfix.plan import Change
 from netfix.util import normalize_key
 
 SECTION = "syn_flood"
+AFTER: tuple[str, ...] = ()
 PERSIST = "/etc/sysctl.d/90-netfix-synflood.conf"
 
 # field -> (sysctl key, why it matters against a SYN flood)

@@ -12,6 +12,7 @@ from netfix.sysctld import SYSCTL_CONF, SYSCTL_DIRS, effective
 from netfix.util import norm, sysctl_path
 
 SECTION = "sysctl"
+AFTER: tuple[str, ...] = ()
 PERSIST = "/etc/sysctl.d/90-netfix.conf"
 
 

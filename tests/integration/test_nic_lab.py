@@ -30,6 +30,7 @@ nic:
       rps: {cpus: all, flow_cnt: 2048}
       xps: {cpus: auto}
       mtu: 1400
+      txqueuelen: 3000
       rings: {rx: 512, tx: max}
       coalesce: {adaptive-rx: on, rx-usecs: 50}
     - match: {name: "bond*"}
@@ -50,9 +51,11 @@ def live(lab, node: str) -> dict[str, str]:
                  " echo; ethtool -k eth1 | grep -E '^(generic-receive-offload|"
                  "rx-udp-gro-forwarding):' | tr '\\n' ';'; echo;"
                  " ip -o link show eth1 | grep -o 'mtu [0-9]*'; "
+                 " ip -j link show eth1 | grep -o '\"txqlen\":[0-9]*'; "
                  f"cd {Q} && grep -H '' */rps_cpus */rps_flow_cnt */xps_cpus | tr '\\n' ' '")
-    channels, offloads, mtu, queues = out.splitlines()
-    return {"channels": channels, "offloads": offloads, "mtu": mtu, "queues": queues}
+    channels, offloads, mtu, txqlen, queues = out.splitlines()
+    return {"channels": channels, "offloads": offloads, "mtu": mtu, "txqlen": txqlen,
+            "queues": queues}
 
 
 def etc(lab, node: str) -> dict[str, str]:
@@ -78,6 +81,9 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
     assert ch["eth1 offloads"]["desired"] == "gro=on rx-udp-gro-forwarding=on"  # block 2 won
     assert ch["eth1p offloads"]["action"] == "ok"  # block 1 only: gro off, as it is
     assert ch["eth1 mtu"]["flags"] == ["disruptive"]
+    txq = ch["eth1 txqueuelen"]  # a link attribute: one registry entry, not disruptive
+    assert (txq["current"], txq["desired"], txq["flags"]) == ("1000", "3000", [])
+    assert [op["path"] for op in txq["ops"]] == ["txqueuelen:eth1:txqueuelen"]
     assert ch["eth1 rx-1 rps_cpus"]["desired"] == "3"  # rx-1 comes with the channel change
     assert ch["eth1 tx-1 xps_cpus"]["desired"] == "2"
     for group in ("rings", "coalesce"):
@@ -94,6 +100,9 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
         assert "RX: 2;TX: 2" in now["channels"]
         assert now["offloads"] == "generic-receive-offload: on;rx-udp-gro-forwarding: on;"
         assert now["mtu"] == "mtu 1400"
+        assert now["txqlen"] == '"txqlen":3000'
+        journal = lab.sh("node1", "cat /var/lib/netfix/tx/*.json")
+        assert '"txqueuelen:eth1:txqueuelen"' in journal  # a journaled step: rollback undoes it
         for q, value in (("rx-0/rps_cpus", "3"), ("rx-1/rps_cpus", "3"),
                          ("rx-0/rps_flow_cnt", "2048"), ("rx-1/rps_flow_cnt", "2048"),
                          ("tx-0/xps_cpus", "1"), ("tx-1/xps_cpus", "2")):
@@ -112,9 +121,13 @@ def test_plan_apply_boot_script_replan_rollback(lab, tmp_path):
 
         # A reboot or driver reset loses all of it; the boot script brings it back.
         lab.sh("node1", f"ethtool -K eth1 gro off rx-udp-gro-forwarding off && "
-               f"ethtool -L eth1 rx 1 tx 1 && ip link set eth1 mtu 1500 && "
+               f"ethtool -L eth1 rx 1 tx 1 && ip link set eth1 mtu 1500 txqueuelen 1000 && "
                f"echo 0 > {Q}/rx-0/rps_cpus && echo 0 > {Q}/rx-0/rps_flow_cnt")
         assert live(lab, "node1")["mtu"] == "mtu 1500"
+        drift = json.loads(lab.netfix("drift", "--json", "--profile", str(prof), "--limit",
+                                      "node1", check_rc=2).stdout)
+        drifted = {i["target"] for h in drift["hosts"] for i in h["items"]}
+        assert {"eth1 txqueuelen", "eth1 mtu"} <= drifted, drifted
         lab.sh("node1", "sh /etc/netfix/nic.sh eth1p")  # another interface: not touched
         assert live(lab, "node1")["mtu"] == "mtu 1500"
         lab.sh("node1", "sh /etc/netfix/nic.sh")

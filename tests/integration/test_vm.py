@@ -29,7 +29,7 @@ BUCKETS = "net.netfilter.nf_conntrack_buckets"
 WANT = json.loads((Path(PROFILE).with_suffix(".expected.json")).read_text())["conntrack"]
 # What vm-node.yaml asks for, in the form nic_state() reports.
 WANT_NIC = {"e1000e rings": "rx=1024 tx=1024", "e1000e rx-usecs": "10",
-            "virtio_net rings": "rx=128 tx=128"}
+            "virtio_net rings": "rx=128 tx=128", "virtio_net txqueuelen": "2500"}
 WANT_IRQ = {"enabled": "enabled", "active": "active", "banned": "IRQBALANCE_BANNED_CPULIST=1"}
 TIMINGS: dict[str, float | str] = {}
 
@@ -73,8 +73,8 @@ class Vm:
         own so that a bug in netfix's parser cannot hide a wrong value)."""
         e1000e, virtio = self.ifaces["e1000e"], self.ifaces["virtio_net"]
         out = self.sh(f"ethtool -g {e1000e}; echo @@; ethtool -c {e1000e}; echo @@; "
-                      f"ethtool -g {virtio}")
-        rings_e, coal, rings_v = out.split("@@")
+                      f"ethtool -g {virtio}; echo @@; cat /sys/class/net/{virtio}/tx_queue_len")
+        rings_e, coal, rings_v, txqlen_v = out.split("@@")
 
         def current_rings(text: str) -> str:
             cur = text.split("Current hardware settings:")[1]
@@ -86,7 +86,8 @@ class Vm:
         usecs = re.search(r"^rx-usecs:\s+(\S+)", coal, re.M)
         assert usecs, coal
         return {"e1000e rings": current_rings(rings_e), "e1000e rx-usecs": usecs.group(1),
-                "virtio_net rings": current_rings(rings_v)}
+                "virtio_net rings": current_rings(rings_v),
+                "virtio_net txqueuelen": txqlen_v.strip()}
 
     def irq_state(self) -> dict[str, str]:
         """Unit state, and the banned-CPU setting of the running daemon (its environment
@@ -182,6 +183,8 @@ def test_plan_has_nic_and_irqbalance_rows(vm):
     assert {"disruptive", "management"} <= set(rings["flags"]), rings
     assert ch[f"{e1000e} coalesce"]["desired"] == "rx-usecs=10"
     assert ch[f"{virtio} rings"]["desired"] == "rx=128 tx=128"
+    txq = ch[f"{virtio} txqueuelen"]
+    assert txq["action"] == "update" and txq["desired"] == "2500" and not txq["flags"], txq
     assert "management" not in ch[f"{virtio} rings"]["flags"]
     irq = {t: c for t, c in ch.items() if c["knob"] == "irqbalance"}
     assert {c["desired"] for c in irq.values()} >= {"enabled", "running"}, irq

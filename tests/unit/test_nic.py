@@ -16,6 +16,7 @@ from netfix.errors import InputError
 from netfix.facts import Facts
 from netfix.ifaces import ERROR, INFO, MANAGEMENT, WARNING, Link, Net
 from netfix.knobs import Context, mtu, nic, nicpersist, rps
+from netfix.knobs import link as link_knob
 from netfix.plan import DISRUPTIVE, NOT_SETTABLE, OK, SKIP, UPDATE, HostPlan
 from netfix.profile import validate_file
 
@@ -291,8 +292,8 @@ def test_cpu_not_online_is_an_error_row():
 
 def test_mtu_on_the_ssh_interface_is_flagged_and_refused():
     f = facts_from("ifaces-veth-node.txt")
-    ch = by_target(mtu.diff({"interfaces": [block({"name": ["eth0", "eth1"]}, mtu=1400)]},
-                            f, CTX))
+    ch = by_target(link_knob.diff({"interfaces": [block({"name": ["eth0", "eth1"]}, mtu=1400)]},
+                             f, CTX))
     assert set(ch["eth0 mtu"].flags) == {DISRUPTIVE, MANAGEMENT}
     assert "10.99.0.11" in ch["eth0 mtu"].notes[0]
     assert ch["eth1 mtu"].flags == [DISRUPTIVE]
@@ -302,13 +303,12 @@ def test_mtu_on_the_ssh_interface_is_flagged_and_refused():
 
 def test_mtu_outside_driver_range_is_an_error_row():
     f = facts_from("ifaces-veth-node.txt")
-    ch = by_target(mtu.diff({"interfaces": [block({"name": "eth1"}, mtu=65535)]}, f, CTX))
+    ch = by_target(link_knob.diff({"interfaces": [block({"name": "eth1"}, mtu=65535)]}, f, CTX))
     assert ch["eth1 mtu"].action == UPDATE  # the top of veth's range is fine
     assert ch["eth1 mtu"].flags == [DISRUPTIVE]
     f.scripts[ifaces.SCRIPT] = f.scripts[ifaces.SCRIPT].replace('"max_mtu":65535',
                                                                 '"max_mtu":9000')
-    ifaces.parse.cache_clear()
-    ch = by_target(mtu.diff({"interfaces": [block({"name": "eth1"}, mtu=9216)]}, f, CTX))
+    ch = by_target(link_knob.diff({"interfaces": [block({"name": "eth1"}, mtu=9216)]}, f, CTX))
     assert ch["eth1 mtu"].action == SKIP and ERROR in ch["eth1 mtu"].flags
     assert "outside the MTU range 68-9000" in ch["eth1 mtu"].notes[0]
 

@@ -21,6 +21,7 @@ for dev in /sys/class/net/*; do
   ethtool -g "${dev##*/}" | awk -v d="$drv" '/^Current hardware settings/ {c = 1}
     c && /^RX:/ {print d "_rx=" $2} c && /^TX:/ {print d "_tx=" $2}'
   ethtool -c "${dev##*/}" 2>/dev/null | awk -v d="$drv" '/^rx-usecs:/ {print d "_rx_usecs=" $2}'
+  echo "${drv}_txqueuelen=$(cat "$dev/tx_queue_len")"
 done
 echo "irqbalance_enabled=$(systemctl is-enabled irqbalance.service 2>&1)"
 echo "irqbalance_active=$(systemctl is-active irqbalance.service 2>&1)"

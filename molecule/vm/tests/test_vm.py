@@ -44,6 +44,7 @@ NIC = {
     "e1000e_rx_usecs": "10",
     "virtio_net_rx": "128",
     "virtio_net_tx": "128",
+    "virtio_net_txqueuelen": "2500",
 }
 NETFIX_FILES = {
     "/etc/sysctl.d/90-netfix.conf",
