@@ -20,8 +20,8 @@ from netfix import ifaces
 from netfix.facts import Facts, Needs
 from netfix.ifaces import Setting
 from netfix.knobs import Context, mtu, nic, rps
-from netfix.knobs.sysctl import file_change
 from netfix.plan import Change
+from netfix.sysctlfiles import file_change
 
 SECTION = "nic"
 KNOB = "nic"

@@ -15,8 +15,8 @@ from netfix import ifaces
 from netfix.facts import Facts, Needs
 from netfix.ifaces import ERROR, Link, Net, Setting, skip
 from netfix.knobs import Context, nic
-from netfix.knobs.sysctl import persist_needs, sysctl_changes
 from netfix.plan import Change
+from netfix.sysctlfiles import persist_needs, sysctl_changes
 
 SECTION = "nic"
 KNOB = "rps"
