@@ -248,6 +248,9 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
 
     if auto_confirm and not confirm_secs:
         raise NetfixError("--auto-confirm needs --confirm SECONDS")
+    options = engine.ApplyOptions(serial=serial, max_fail=max_fail, confirm_secs=confirm_secs,
+                                  auto_confirm=auto_confirm, allow_disruptive=allow_disruptive,
+                                  saved=bool(plan_file))
     if not plan_file:
         confirm_or_refuse(yes, "apply", "Review a saved plan (netfix plan -o plan.json, then "
                           "netfix apply plan.json), or pass --yes to apply what is planned now.")
@@ -269,9 +272,7 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
             ask("Apply these changes?", "Apply cancelled: nothing was changed.")
     click.echo(f"Applying to {len(hosts)} host(s)...", err=True)
     with Bar("applying", len(hosts)) as bar:
-        results = engine.apply(hosts, the_plan, saved=bool(plan_file), serial=serial,
-                               max_fail=max_fail, progress=bar, confirm=confirm_secs,
-                               auto_confirm=auto_confirm, allow_disruptive=allow_disruptive)
+        results = engine.apply(hosts, the_plan, options, progress=bar)
     finish(results, "apply", as_json)
 
 
@@ -456,7 +457,7 @@ def profiles_show(name) -> None:
     """The merged profile (extends resolved) with derived values for this machine."""
     import yaml
 
-    from netfix.knobs.conntrack import auto_max
+    from netfix.knobs.conntrack import auto_max, buckets_for
     from netfix.profile import load_profile
 
     prof = load_profile(name)
@@ -471,7 +472,7 @@ def profiles_show(name) -> None:
             ct = {**ct, "max": f"auto ({why} = {value} on this machine)"}
         else:
             value = int(ct["max"])
-        ct.setdefault("buckets", f"{value // 4} (derived: max/4)")
+        ct.setdefault("buckets", f"{buckets_for(value)} (derived: max/4)")
         data["conntrack"] = ct
     click.echo(f"# profile {prof.name}: {' -> '.join(prof.files)}")
     click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)

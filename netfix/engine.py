@@ -301,14 +301,24 @@ def rollout(hosts: list[Host], fn: Callable[[Host], HostResult], serial: int | N
     return results
 
 
-def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None = None,
-          max_fail: int | None = None, progress: Progress | None = None,
-          confirm: int | None = None, auto_confirm: bool = False,
-          allow_disruptive: bool = False) -> list[HostResult]:
-    """`confirm` SECONDS: the node reverts each transaction by itself unless confirmed in
-    time (see confirm_window); `auto_confirm` confirms over a new SSH connection.
-    A host whose plan has a disruptive change on the interface carrying netfix's own SSH
-    session is refused (nothing changed there) unless `allow_disruptive`.
+@dataclass(frozen=True)
+class ApplyOptions:
+    """How `apply` runs, from `netfix apply`'s options (the defaults: all hosts at once)."""
+
+    serial: int | None = None  # hosts at a time; None: all in parallel
+    max_fail: int | None = None  # stop starting batches once more than this many failed
+    confirm_secs: int | None = None  # commit-confirmed: the node reverts unless confirmed
+    auto_confirm: bool = False  # with confirm_secs: confirm over a new SSH connection
+    allow_disruptive: bool = False  # also cut into the interface carrying our SSH session
+    saved: bool = False  # the plan came from a file: re-plan each host and compare
+
+
+def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
+          progress: Progress | None = None) -> list[HostResult]:
+    """`options.confirm_secs` SECONDS: the node reverts each transaction by itself unless
+    confirmed in time (see confirm_window); `auto_confirm` confirms over a new SSH
+    connection. A host whose plan has a disruptive change on the interface carrying
+    netfix's own SSH session is refused (nothing changed there) unless `allow_disruptive`.
     `saved`: `plan` came from a file. It is never run as such: each host is planned again
     and only the freshly computed steps run, and only if they equal the saved ones."""
     by_name = {hp.host: hp for hp in plan.hosts}
@@ -321,12 +331,12 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
         if hp.error:
             return HostResult(host.name, "error", False, hp.error)
         try:
-            if saved:
+            if options.saved:
                 fresh = replan_saved(host, hp, profiles)
                 if isinstance(fresh, HostResult):
                     return fresh
                 hp = fresh
-            risky = [] if allow_disruptive else cuts_off_ssh(hp)
+            risky = [] if options.allow_disruptive else cuts_off_ssh(hp)
             if risky:
                 return HostResult(host.name, "refused", False, f"{len(risky)} disruptive "
                                   "change(s) on the interface carrying netfix's SSH session; "
@@ -338,13 +348,13 @@ def apply(hosts: list[Host], plan: Plan, saved: bool = False, serial: int | None
                 return HostResult(host.name, "no-changes", True, "already as planned")
             tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
                     fingerprint=hp.fingerprint)
-            if confirm:
-                return confirm_window(host, tx, confirm, auto_confirm)
+            if options.confirm_secs:
+                return confirm_window(host, tx, options.confirm_secs, options.auto_confirm)
             return run_tx(host, tx)
         except Exception as e:
             return HostResult(host.name, "error", False, host_error(e))
 
-    return rollout(hosts, one, serial, max_fail, progress)
+    return rollout(hosts, one, options.serial, options.max_fail, progress)
 
 
 def replan_saved(host: Host, saved: HostPlan, profiles: Profiles) -> HostPlan | HostResult:

@@ -2,8 +2,8 @@
 
 Loading resolves `extends:`, validates every file against schema/profile.json (so an error
 points at the file that has it), merges the chain and runs the checks a schema cannot
-express. Node-dependent values (conntrack `max: auto`) are left for the knobs, which have
-the facts.
+express (each knob's `check_profile`). Node-dependent values (conntrack `max: auto`) are
+left for the knobs, which have the facts.
 
 The YAML helpers (`read_yaml`, `field_path`) also serve inventory.py: both report errors as
 `file:line: field.path: message`.
@@ -514,85 +514,18 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- semantic checks
 
 
-def conntrack_buckets_for(max_entries: int) -> int:
-    """The 4:1 rule kube-proxy also uses: about four entries per hash chain."""
-    return max_entries // 4
-
-
-# Conntrack timeout sysctl -> field in conntrack.timeouts.
-_CONNTRACK_TIMEOUT_SYSCTLS = {
-    f"nf_conntrack_tcp_timeout_{state}": f"tcp_{state}"
-    for state in (
-        "established",
-        "syn_sent",
-        "syn_recv",
-        "time_wait",
-        "close_wait",
-        "fin_wait",
-        "last_ack",
-        "close",
-    )
-} | {
-    "nf_conntrack_udp_timeout": "udp",
-    "nf_conntrack_udp_timeout_stream": "udp_stream",
-    "nf_conntrack_generic_timeout": "generic",
-    "nf_conntrack_icmp_timeout": "icmp",
-}
-
-
-def conntrack_field_for_sysctl(key: str) -> str | None:
-    """The conntrack-section field that owns sysctl `key`, or None if it is a plain sysctl."""
-    key = key.replace("/", ".")
-    if key in ("net.netfilter.nf_conntrack_max", "net.nf_conntrack_max"):
-        return "conntrack.max"
-    if key == "net.netfilter.nf_conntrack_buckets":
-        return "conntrack.buckets"
-    leaf = key.removeprefix("net.netfilter.")
-    if leaf != key and leaf.startswith("nf_conntrack_") and "timeout" in leaf:
-        known = _CONNTRACK_TIMEOUT_SYSCTLS.get(leaf)
-        return f"conntrack.timeouts.{known}" if known else "conntrack.timeouts"
-    return None
-
-
 def _check_semantics(data: dict[str, Any], chain: list[YamlDoc]) -> None:
     def fail(message: str, path: tuple) -> InputError:
         return _source(chain[-1], chain, path).error(message, path)
 
-    conntrack = data.get("conntrack", {})
-    if "buckets" in conntrack:
-        buckets, max_ = conntrack["buckets"], conntrack.get("max")
-        if max_ == "auto":
-            raise fail(
-                f"{buckets} cannot be combined with conntrack.max auto: the buckets are "
-                "derived from the computed max (max/4); remove buckets",
-                ("conntrack", "buckets"),
-            )
-        if max_ is None:
-            raise fail(
-                f"{buckets} without conntrack.max: set max and let buckets be derived (max/4)",
-                ("conntrack", "buckets"),
-            )
-        if buckets != conntrack_buckets_for(max_):
-            raise fail(
-                f"{buckets} breaks the 4:1 rule with conntrack.max {max_} "
-                f"(buckets must be max/4 = {conntrack_buckets_for(max_)}); "
-                "leave buckets out to derive it",
-                ("conntrack", "buckets"),
-            )
-    for key in data.get("sysctl", {}):
-        owner = conntrack_field_for_sysctl(key)
-        if owner:
-            raise fail(
-                f"is managed by the conntrack section; set {owner} instead "
-                "(it keeps max and buckets coupled and handles the module-load boot race)",
-                ("sysctl", key),
-            )
-    # A knob family may check what only it understands (CIDRs with ipaddress, port ranges,
-    # keys another section owns): optional `check_profile(data) -> [(message, field path)]`.
+    # A knob family checks what only it understands (CIDRs with ipaddress, port ranges, the
+    # conntrack 4:1 rule): optional `check_profile(data) -> [(message, field path)]`. It sees
+    # the whole profile, also without its own section: it may own keys of another section
+    # (conntrack's keys under `sysctl:`), and returns [] when there is nothing to check.
     from netfix import knobs
 
     for mod in knobs.modules():
         hook = getattr(mod, "check_profile", None)
-        problems = hook(data) if hook and data.get(mod.SECTION) else []
+        problems = hook(data) if hook else []
         if problems:
             raise fail(*problems[0])

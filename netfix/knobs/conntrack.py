@@ -1,5 +1,8 @@
 """Conntrack table size (max and buckets as one coupled 4:1 setting) and timeouts.
 
+This module owns the 4:1 rule (`buckets_for`) and the timeout field -> sysctl map
+(`TIMEOUTS`, `field_for_sysctl`); `check_profile` applies both to a loaded profile.
+
 Persistence needs three files: sysctl.d for the values, modprobe.d for the hash size at
 module load, and modules-load.d so nf_conntrack is loaded before systemd-sysctl runs
 (otherwise its net.netfilter.* lines are skipped at boot without a word).
@@ -11,8 +14,8 @@ import re
 
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.knobs.sysctl import ABSENT, file_change, persist_needs, sysctl_changes
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
+from netfix.sysctlfiles import ABSENT_NOTE, file_change, persist_needs, sysctl_changes
 from netfix.util import norm
 
 SECTION = "conntrack"
@@ -43,6 +46,7 @@ TIMEOUTS = {
     "generic": _P + "generic_timeout",
     "icmp": _P + "icmp_timeout",
 }
+_TIMEOUT_FIELDS = {key: name for name, key in TIMEOUTS.items()}  # sysctl -> timeouts field
 
 # The kube-proxy process (if any) and its conntrack flags and config file, read through
 # /proc/PID/root so a config inside the kube-proxy container is found from the host.
@@ -54,6 +58,56 @@ KUBE_PROXY = r"""for p in /proc/[0-9]*; do
   [ -n "$cfg" ] && echo "CONFIG $cfg" && sed 's/^/| /' "$p/root$cfg"
   break
 done"""
+
+
+def buckets_for(max_entries: int) -> int:
+    """The 4:1 rule kube-proxy also uses: about four entries per hash chain."""
+    return max_entries // 4
+
+
+def field_for_sysctl(key: str) -> str | None:
+    """The conntrack-section field that owns sysctl `key`, or None if it is a plain sysctl."""
+    key = key.replace("/", ".")
+    if key in (MAX, "net.nf_conntrack_max"):
+        return "conntrack.max"
+    if key == BUCKETS:
+        return "conntrack.buckets"
+    leaf = key.removeprefix("net.netfilter.")
+    if leaf != key and leaf.startswith("nf_conntrack_") and "timeout" in leaf:
+        known = _TIMEOUT_FIELDS.get(key)
+        return f"conntrack.timeouts.{known}" if known else "conntrack.timeouts"
+    return None
+
+
+def check_profile(data: dict) -> list[tuple[str, tuple]]:
+    """Buckets only as max/4 of an explicit max, and no conntrack key under `sysctl:`
+    (this section owns them). (message, field path) pairs, for the profile's checks."""
+    problems: list[tuple[str, tuple]] = []
+    section = data.get(SECTION) or {}
+    if "buckets" in section:
+        buckets, max_ = section["buckets"], section.get("max")
+        where = (SECTION, "buckets")
+        if max_ == "auto":
+            problems.append((
+                f"{buckets} cannot be combined with conntrack.max auto: the buckets are "
+                "derived from the computed max (max/4); remove buckets", where))
+        elif max_ is None:
+            problems.append((
+                f"{buckets} without conntrack.max: set max and let buckets be derived (max/4)",
+                where))
+        elif buckets != buckets_for(max_):
+            problems.append((
+                f"{buckets} breaks the 4:1 rule with conntrack.max {max_} "
+                f"(buckets must be max/4 = {buckets_for(max_)}); "
+                "leave buckets out to derive it", where))
+    for key in data.get("sysctl") or {}:
+        owner = field_for_sysctl(key)
+        if owner:
+            problems.append((
+                f"is managed by the conntrack section; set {owner} instead "
+                "(it keeps max and buckets coupled and handles the module-load boot race)",
+                ("sysctl", key)))
+    return problems
 
 
 def needs(section: dict, ctx: Context) -> Needs:
@@ -76,7 +130,7 @@ def auto_max(section: dict, cpus: int, mem_bytes: int) -> tuple[int, str]:
         cap = int(mem_bytes * pct / 100 / (ENTRY_BYTES + BUCKET_BYTES / 4))
         if value > cap:
             value, why = cap, why + f" capped at {pct}% of RAM"
-    value -= value % 4
+    value -= value % 4  # a whole number of buckets at 4:1
     return value, why
 
 
@@ -90,15 +144,15 @@ def desired_max(section: dict, facts: Facts) -> tuple[int | None, str]:
 
 
 def pinned(max_: int) -> str:
-    mib = (max_ * ENTRY_BYTES + (max_ // 4) * BUCKET_BYTES) / 2**20
+    mib = (max_ * ENTRY_BYTES + buckets_for(max_) * BUCKET_BYTES) / 2**20
     return f"a full table of {max_} entries pins {mib:.0f} MiB ({ENTRY_BYTES} B/entry)"
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     max_, why = desired_max(section, facts)
     # Without the module no key exists: say that, and what to do, on every row.
-    absent = ABSENT if facts.sysctl(COUNT).exists else NOT_LOADED
-    buckets = int(section.get("buckets", max_ // 4)) if max_ else None
+    absent = ABSENT_NOTE if facts.sysctl(COUNT).exists else NOT_LOADED
+    buckets = int(section.get("buckets", buckets_for(max_))) if max_ else None
     desired = {TIMEOUTS[k]: str(v) for k, v in section.get("timeouts", {}).items()}
     comments = {}
     extra: list[Change] = []
@@ -217,8 +271,8 @@ def _kube_proxy(changes: list[Change], facts: Facts) -> None:
     kp = kube_proxy_settings(facts.scripts.get("kube-proxy", ""), facts.cpus)
     if not kp:
         return
-    writes = {MAX: kp["max"], BUCKETS: kp["max"] // 4 if kp["max"] else None,
-              HASHSIZE: kp["max"] // 4 if kp["max"] else None,
+    their_buckets = buckets_for(kp["max"]) if kp["max"] else None
+    writes = {MAX: kp["max"], BUCKETS: their_buckets, HASHSIZE: their_buckets,
               TIMEOUTS["tcp_established"]: kp["tcp_established"],
               TIMEOUTS["tcp_close_wait"]: kp["tcp_close_wait"]}
     for c in changes:

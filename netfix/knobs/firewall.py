@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.knobs.sysctl import file_change
 from netfix.plan import NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
+from netfix.sysctlfiles import file_change
 
 SECTION = "firewall"
 AFTER: tuple[str, ...] = ()
@@ -93,7 +93,7 @@ SET = (
 
 
 @dataclass
-class Settings:
+class Config:
     """The firewall section with defaults applied and every value validated."""
 
     enabled: bool = True
@@ -144,7 +144,7 @@ def check_profile(data: dict) -> list[tuple[str, tuple]]:
     return problems
 
 
-def parse_section(section: dict) -> Settings:
+def config(section: dict) -> Config:
     problems = check_profile({SECTION: section})
     if problems:  # profiles are checked on load; this guards direct library callers
         raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for m, p in problems))
@@ -162,7 +162,7 @@ def parse_section(section: dict) -> Settings:
         if int(item["port"]) not in ports:
             ports.append(int(item["port"]))
     log = np.get("log")
-    return Settings(
+    return Config(
         enabled=section.get("enabled", True), low=low, high=high, allow4=v4, allow6=v6,
         include=list(ifaces.get("include", [])),
         exclude=list(ifaces.get("exclude", DEFAULT_EXCLUDE)),
@@ -177,8 +177,8 @@ def _elements(items: list[str]) -> str:
     return f" elements = {{ {', '.join(items)} }};" if items else ""
 
 
-def ruleset(s: Settings) -> str:
-    """The table definition (nft syntax), deterministic for the same settings."""
+def ruleset(s: Config) -> str:
+    """The table definition (nft syntax), deterministic for the same config."""
     excludes = ["lo", *[x for x in s.exclude if x != "lo"]]
     lines = [
         "table inet netfix {",
@@ -220,7 +220,7 @@ def ruleset(s: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ruleset_file(s: Settings, ctx: Context) -> bytes:
+def ruleset_file(s: Config, ctx: Context) -> bytes:
     """What the boot unit loads: the same add/delete/define idiom as the live load."""
     return (
         "#!/usr/sbin/nft -f\n" + ctx.header
@@ -283,7 +283,7 @@ def probe(desired: str | None) -> str:
 
 
 def needs(section: dict, ctx: Context) -> Needs:
-    s = parse_section(section)
+    s = config(section)
     return Needs(files={RULESET, UNIT, WANTS},
                  scripts={STATE_LABEL: READ, PROBE: probe(ruleset(s) if s.enabled else None)})
 
@@ -325,7 +325,7 @@ def listing(state: str | None) -> list[str]:
         return []
 
 
-def describe(state: str | None) -> str:
+def describe_state(state: str | None) -> str:
     if state is None or state == ABSENT:
         return ABSENT
     if state == "nft-unavailable":
@@ -357,7 +357,7 @@ def _skip(target: str, current: str | None, why: str) -> Change:
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
-    s = parse_section(section)
+    s = config(section)
     pr = parse_probe(facts.scripts.get(PROBE, ""))
     current = (facts.scripts.get(STATE_LABEL) or "").strip() or None
     if pr.nft == "none":
@@ -368,10 +368,10 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
                       f"failed: {pr.nft_detail.strip() or 'no output'}): the firewall section "
                       "is not applied here")]
     if s.enabled and pr.rendered is None:
-        return [_skip(TABLE, describe(current), "the node's nft refused the ruleset, nothing "
+        return [_skip(TABLE, describe_state(current), "the node's nft refused the ruleset, nothing "
                       f"is applied: {pr.render_error.strip() or 'no error text'}")]
     desired = pr.rendered if s.enabled else ABSENT
-    table = Change(SECTION, TABLE, describe(current), describe(desired), action=OK)
+    table = Change(SECTION, TABLE, describe_state(current), describe_state(desired), action=OK)
     if current != desired:
         table.action = UPDATE
         table.ops.append(Op("cmd", STATE_LABEL, current, desired, READ, SET))
@@ -395,7 +395,7 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     return changes
 
 
-def _summary(s: Settings) -> str:
+def _summary(s: Config) -> str:
     ports = f"tcp/udp {s.low}-{s.high}" + "".join(
         f", {proto} {','.join(map(str, ports))}" for proto, ports in s.extra.items())
     allow = ", ".join(s.allow4 + s.allow6) or "nobody"

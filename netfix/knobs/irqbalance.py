@@ -118,7 +118,8 @@ def edit(content: bytes | None, cpus: str, ctx: Context) -> bytes:
     return "".join(lines).encode(errors="surrogateescape")
 
 
-def _sha(content: bytes | None) -> str:
+def _content_id(content: bytes | None) -> str:
+    """What the read command prints for a file: its full sha256, or "absent"."""
     return "absent" if content is None else hashlib.sha256(content).hexdigest()
 
 
@@ -136,9 +137,9 @@ def _config(cpus: str, facts: Facts, state: dict[str, str], ctx: Context) -> Cha
                     current=shown_now, flag=ERROR).change()
     new = old if now == cpus else edit(old, cpus, ctx)
     q = shlex.quote(path)
-    change = Setting(KNOB, path, "banned CPUs", _sha(old), _sha(new),
+    change = Setting(KNOB, path, "banned CPUs", _content_id(old), _content_id(new),
                      read=f"if [ -f {q} ]; then sha256sum < {q} | cut -c1-64; else echo absent; fi",
-                     set=_write_sh(path, {_sha(old): old, _sha(new): new})).change()
+                     set=_write_sh(path, {_content_id(old): old, _content_id(new): new})).change()
     # The step compares content hashes; the row shows the line that changes.
     change.current, change.desired, change.boot = shown_now, shown_want, shown_want
     if change.ops:

@@ -21,8 +21,8 @@ from netfix.facts import Facts, Needs
 from netfix.ifaces import Setting
 from netfix.ifsettings import REGISTRY
 from netfix.knobs import Context
-from netfix.knobs.sysctl import file_change
 from netfix.plan import Change
+from netfix.sysctlfiles import file_change
 
 SECTION = "nic"
 AFTER = ("link", "rps")  # its boot script holds every per-interface setting planned

@@ -16,8 +16,8 @@ from netfix.facts import Facts, Needs
 from netfix.ifaces import ERROR, HostView, Link, Net, Setting, skip
 from netfix.knobs import Context
 from netfix.knobs.nic import planned_queues
-from netfix.knobs.sysctl import persist_needs, sysctl_changes
 from netfix.plan import Change
+from netfix.sysctlfiles import persist_needs, sysctl_changes
 
 SECTION = "nic"
 AFTER = ("nic",)  # masks for the queues that nic's channel change adds

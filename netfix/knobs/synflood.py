@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.knobs.sysctl import persist_needs, sysctl_changes
 from netfix.plan import Change
+from netfix.sysctlfiles import persist_needs, sysctl_changes
 from netfix.util import normalize_key
 
 SECTION = "syn_flood"

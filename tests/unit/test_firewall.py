@@ -85,12 +85,12 @@ def by_target(changes):
 
 
 def test_ruleset_golden_text():
-    assert firewall.ruleset(firewall.parse_section(FULL)) == \
+    assert firewall.ruleset(firewall.config(FULL)) == \
         (DATA / "firewall_ruleset.nft").read_text()
 
 
 def test_defaults_cover_the_nodeport_range_and_skip_pod_interfaces():
-    s = firewall.parse_section({})
+    s = firewall.config({})
     text = firewall.ruleset(s)
     assert (s.low, s.high, s.log) == (30000, 32767, False)
     assert "tcp dport 30000-32767 jump deny" in text and "udp dport 30000-32767" in text
@@ -104,19 +104,19 @@ def test_defaults_cover_the_nodeport_range_and_skip_pod_interfaces():
 
 
 def test_lo_is_excluded_even_with_an_empty_exclude_list():
-    text = firewall.ruleset(firewall.parse_section({"nodeports": {"interfaces": {"exclude": []}}}))
+    text = firewall.ruleset(firewall.config({"nodeports": {"interfaces": {"exclude": []}}}))
     chain = text.split("chain prerouting {")[1].split("}")[0]
     assert chain.count("return") == 1 and 'iifname "lo" return' in chain
 
 
 def test_allow_list_is_collapsed_and_split_by_family():
-    s = firewall.parse_section({"nodeports": {"allow": ["10.0.0.0/9", "10.128.0.0/9", "10.0.0.5",
+    s = firewall.config({"nodeports": {"allow": ["10.0.0.0/9", "10.128.0.0/9", "10.0.0.5",
                                                    "2001:db8::/33", "2001:db8:8000::/33"]}})
     assert s.allow4 == ["10.0.0.0/8"] and s.allow6 == ["2001:db8::/32"]
 
 
 def test_persistence_files():
-    s = firewall.parse_section(FULL)
+    s = firewall.config(FULL)
     nft = firewall.ruleset_file(s, CTX).decode()
     # the boot file uses the same atomic add/delete/define idiom as the live load
     assert "table inet netfix\ndelete table inet netfix\ntable inet netfix {" in nft
@@ -142,8 +142,8 @@ def test_normalised_listing_diff_shows_only_changed_lines():
         "-elements = { 10.0.0.0/8 }", "+elements = { 10.0.0.0/8, 192.168.0.0/16 }"]
     assert firewall.diff_lines(b64(LISTING_A), b64(LISTING_A)) == []
     assert firewall.diff_lines("absent", b64(LISTING_A))[0] == "+table inet netfix {"
-    assert firewall.describe("absent") == "absent"
-    assert firewall.describe(b64(LISTING_A)).startswith("3 chains, 6 rules, sha256:")
+    assert firewall.describe_state("absent") == "absent"
+    assert firewall.describe_state(b64(LISTING_A)).startswith("3 chains, 6 rules, sha256:")
 
 
 def test_new_table_is_one_cmd_step_plus_three_files():
@@ -162,7 +162,7 @@ def test_new_table_is_one_cmd_step_plus_three_files():
 
 
 def test_table_in_sync_is_ok_and_a_changed_table_is_diffed():
-    s = firewall.parse_section(FULL)
+    s = firewall.config(FULL)
     files = {firewall.RULESET: firewall.ruleset_file(s, CTX),
              firewall.UNIT: firewall.unit_file("/usr/sbin/nft", CTX),
              firewall.WANTS: firewall.wants_file(CTX)}
@@ -209,7 +209,7 @@ def test_probe_and_needs():
     assert n.scripts[firewall.STATE_LABEL] == firewall.READ
     assert "unshare -n" in n.scripts[firewall.PROBE]  # rendered in a throwaway netns
     embedded = n.scripts[firewall.PROBE].split(' | base64 -d > "$d/r.nft"')[0].split()[-1]
-    assert base64.b64decode(embedded).decode() == firewall.ruleset(firewall.parse_section(FULL))
+    assert base64.b64decode(embedded).decode() == firewall.ruleset(firewall.config(FULL))
     p = firewall.parse_probe(probe_output())
     assert (p.nft, p.nft_path, p.systemd, p.rendered) == ("ok", "/usr/sbin/nft", True,
                                                          b64(LISTING_B))
@@ -270,7 +270,7 @@ def test_bad_input_names_the_field(tmp_path, body, path, words):
 ])
 def test_library_callers_cannot_put_unchecked_strings_into_nft(section):
     with pytest.raises(ValueError):
-        firewall.parse_section(section)
+        firewall.config(section)
 
 
 def test_valid_firewall_profile_loads(tmp_path):

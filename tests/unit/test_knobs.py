@@ -8,6 +8,7 @@ from netfix.facts import DirEntry, Facts, Value, parse
 from netfix.knobs import Context, conntrack, sysctl
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SHADOWED, SKIP, UPDATE
 from netfix.sysctld import effective, parse_conf
+from netfix.sysctlfiles import resolve
 from netfix.util import normalize_key, sysctl_path
 
 CTX = Context("test")
@@ -52,9 +53,9 @@ def test_only_raise_and_only_lower():
                                 "net.ipv4.tcp_max_syn_backlog": ">=4096"}, f, CTX))
     assert ch["net.core.somaxconn"].action == OK  # already higher: left alone
     assert ch["net.ipv4.tcp_max_syn_backlog"].desired == "4096"
-    assert sysctl.resolve("<=100", "200") == ("100", None)
-    assert sysctl.resolve("<=100", "50") == ("50", None)
-    assert sysctl.resolve(">=5", "bbr")[0] is None
+    assert resolve("<=100", "200") == ("100", None)
+    assert resolve("<=100", "50") == ("50", None)
+    assert resolve(">=5", "bbr")[0] is None
 
 
 def test_absent_and_read_only_keys_are_reported_not_applied():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from netfix.errors import InputError
+from netfix.knobs.conntrack import field_for_sysctl as conntrack_field_for_sysctl
 from netfix.profile import (
-    conntrack_field_for_sysctl,
     field_path,
     find_profile,
     list_profiles,
