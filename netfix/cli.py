@@ -45,9 +45,6 @@ def select_grouped(inventory: str | None, limit: str | None):
     return inv.select(limit), names
 
 
-# Statuses engine.rollout reports for a host that went well (the bar counts the others).
-GOOD = ("applied", "no-changes", "rolled-back", "applied-unconfirmed", "confirmed",
-        "nothing-to-confirm")
 
 
 class Bar:
@@ -82,6 +79,8 @@ class Bar:
                 progress(msg)
             return
         # Messages are "host: status ..." (apply, rollback) or "host: N change(s)" (plan).
+        from netfix.status import GOOD
+
         words = msg.split(": ", 1)[-1].split()
         good = bool(words) and (words[0] in GOOD or msg.endswith("change(s)"))
         if not good:

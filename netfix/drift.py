@@ -25,6 +25,7 @@ import difflib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from netfix import engine, journal
 from netfix.facts import Needs
@@ -32,30 +33,38 @@ from netfix.inventory import Host
 from netfix.journal import Tx
 from netfix.plan import NOT_SETTABLE, OTHER_WRITER, SHADOWED, SKIP, UPDATE, Change, HostPlan
 from netfix.profile import Profile
+from netfix.status import INCOMPLETE as INCOMPLETE_TX
+from netfix.status import TxStatus
 
 SCHEMA = "netfix-drift/v1"
 VERSION = 1
 
-LIVE = "live"
-PERSISTED = "persisted"
-EDITED = "edited"
-SHADOWED_KIND = SHADOWED
-OTHER_WRITER_KIND = OTHER_WRITER
-UNCONFIRMED = "unconfirmed"
-INCOMPLETE = "incomplete"
-KINDS = (LIVE, PERSISTED, EDITED, SHADOWED_KIND, OTHER_WRITER_KIND, UNCONFIRMED, INCOMPLETE)
-# Journal states of a transaction that did not finish cleanly: the node may hold a mix.
-INCOMPLETE_STATUSES = ("applying", "failed-restore-incomplete", "interrupted-restore-incomplete")
 
-# Info kinds: reported, never counted as drift.
-INFO_NOT_SETTABLE = NOT_SETTABLE
-INFO_SKIPPED = "skipped"
+
+class Kind(StrEnum):
+    """What a drift item is (the report schema's `kind`); the info kinds never count."""
+
+    LIVE = "live"
+    PERSISTED = "persisted"
+    EDITED = "edited"
+    SHADOWED = SHADOWED
+    OTHER_WRITER = OTHER_WRITER
+    UNCONFIRMED = "unconfirmed"  # an applied-unconfirmed transaction (TxStatus.UNCONFIRMED)
+    INCOMPLETE = "incomplete"
+    INFO_NOT_SETTABLE = NOT_SETTABLE
+    INFO_SKIPPED = "skipped"
+
+
+LIVE, PERSISTED, EDITED = Kind.LIVE, Kind.PERSISTED, Kind.EDITED
+SHADOWED_KIND, OTHER_WRITER_KIND = Kind.SHADOWED, Kind.OTHER_WRITER
+UNCONFIRMED, INCOMPLETE = Kind.UNCONFIRMED, Kind.INCOMPLETE
+KINDS = (LIVE, PERSISTED, EDITED, SHADOWED_KIND, OTHER_WRITER_KIND, UNCONFIRMED, INCOMPLETE)
+INFO_NOT_SETTABLE, INFO_SKIPPED = Kind.INFO_NOT_SETTABLE, Kind.INFO_SKIPPED
 
 # Exit codes: the interface CI jobs and alerting rely on.
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 
 JOURNAL_KNOB = "journal"
-UNCONFIRMED_STATUS = "applied-unconfirmed"
 
 
 @dataclass
@@ -134,7 +143,7 @@ def last_written(txs: list[Tx]) -> dict[str, tuple[str, str | None]]:
     not netfix's content any more."""
     out: dict[str, tuple[str, str | None]] = {}
     for tx in txs:
-        if tx.kind != "apply" or not tx.status.startswith("applied"):
+        if tx.kind != "apply" or tx.state not in (TxStatus.APPLIED, TxStatus.UNCONFIRMED):
             continue
         for step in tx.steps:
             if step.kind == "file":
@@ -154,8 +163,9 @@ def diff_summary(old: bytes | None, new: bytes | None, limit: int = 4) -> str:
     return text
 
 
-def _note(change: Change, *words: str) -> str:
-    return next((n for n in change.notes if any(w in n for w in words)), "")
+def _message(change: Change, code: str) -> str:
+    reason = change.reason(code)
+    return reason.message if reason else ""
 
 
 def _file_item(host: str, change: Change, current_b64: str | None, desired_b64: str | None,
@@ -207,21 +217,21 @@ def classify(hp: HostPlan, record: journal.Journal | list[Tx],
         if SHADOWED in c.flags:
             found.setdefault(SHADOWED_KIND, DriftItem(
                 hp.host, c.knob, c.target, SHADOWED_KIND, c.desired, c.boot,
-                _note(c, "shadowed") or "another file sets this key later at boot"))
+                _message(c, SHADOWED) or "another file sets this key later at boot"))
         if OTHER_WRITER in c.flags:
             found.setdefault(OTHER_WRITER_KIND, DriftItem(
                 hp.host, c.knob, c.target, OTHER_WRITER_KIND, c.desired, c.current,
-                _note(c, "kube-proxy", "writes") or "another writer will overwrite it"))
+                _message(c, OTHER_WRITER) or "another writer will overwrite it"))
         hd.items += [found[k] for k in KINDS if k in found]
     for tx in txs:
-        if tx.status.startswith(UNCONFIRMED_STATUS):
+        if tx.state is TxStatus.UNCONFIRMED:
             hd.checked.append((JOURNAL_KNOB, tx.id))
             hd.items.append(DriftItem(
                 hp.host, JOURNAL_KNOB, tx.id, UNCONFIRMED, "confirmed", tx.status.split()[0],
                 f"transaction {tx.id} (profile {tx.profile}, {len(tx.steps)} step(s), by "
                 f"{tx.user}@{tx.controller}) was applied with --confirm and never confirmed: "
                 f"confirm it or roll it back (netfix rollback --tx {tx.id})"))
-        elif tx.status.startswith(INCOMPLETE_STATUSES):
+        elif tx.state in INCOMPLETE_TX:
             hd.checked.append((JOURNAL_KNOB, tx.id))
             hd.items.append(DriftItem(
                 hp.host, JOURNAL_KNOB, tx.id, INCOMPLETE, "applied or restored",

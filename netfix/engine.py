@@ -21,6 +21,7 @@ from netfix.inventory import Host
 from netfix.journal import Step, Tx
 from netfix.plan import HostPlan, Plan, fingerprint
 from netfix.profile import Profile, load_profile
+from netfix.status import UNDONE, HostStatus, TxStatus
 from netfix.util import norm
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ Progress = Callable[[str], None]
 @dataclass
 class HostResult:
     host: str
-    status: str  # applied, no-changes, rolled-back, failed-restored, stale, error, skipped...
+    status: HostStatus
     ok: bool
     message: str = ""
     tx: str | None = None
@@ -101,10 +102,10 @@ def recover_interrupted(host: Host, records: dict[str, bytes]) -> list[str]:
         elif words[:1] == ["RECOVERED"]:
             notes.append(f"transaction {tx_id} had been interrupted after step {words[2]} of "
                          f"{len(tx.steps)}: undid those steps, newest first "
-                         f"(now {journal.INTERRUPTED})")
+                         f"(now {TxStatus.INTERRUPTED})")
         elif words[:1] == ["RECOVER-INCOMPLETE"]:
             notes.append(f"transaction {tx_id} had been interrupted; undoing its steps FAILED "
-                         f"({journal.INTERRUPTED_INCOMPLETE}): check the node by hand: "
+                         f"({TxStatus.INTERRUPTED_INCOMPLETE}): check the node by hand: "
                          + "; ".join(res.stdout.splitlines()[:-1])[:500])
         elif words[:1] != ["NOT-INTERRUPTED"]:  # else: it was running, and has finished
             notes.append(f"could not recover transaction {tx_id}: "
@@ -205,7 +206,7 @@ def make_plan(hosts: list[Host], profile: str | None = None,
     return Plan(parallel(hosts, one))
 
 
-def _result(host: str, tx: Tx, res: transport.Result, done: str) -> HostResult:
+def _result(host: str, tx: Tx, res: transport.Result, done: HostStatus) -> HostResult:
     lines = res.stdout.splitlines()
     tagged = [line.split("\t") for line in lines if "\t" in line]
     if res.rc == journal.OK:
@@ -215,21 +216,26 @@ def _result(host: str, tx: Tx, res: transport.Result, done: str) -> HostResult:
         details = [f"{s.target}: found {_seen(s, found[s.path])}, expected "
                    f"{_seen(s, journal.sha(s.old) if s.kind == 'file' else s.old)}"
                    for s in tx.steps if s.path in found]
-        return HostResult(host, "stale", False, "node changed since the plan; nothing was "
+        return HostResult(host, HostStatus.STALE, False, "node changed since the plan; nothing was "
                           "changed: run plan again", None, details)
     if res.rc == journal.FAILED:
         why = next((p[2] for p in tagged if p[0] == "FAILED"), "")
-        return HostResult(host, "failed-restored", False,
+        return HostResult(host, HostStatus.FAILED_RESTORED, False,
                           f"{why}; every step already made was undone", tx.id)
     if res.rc == journal.RESTORE_FAILED:
         details = [line for line in lines if line.startswith(("FAILED", "UNDO-FAILED"))]
-        return HostResult(host, "restore-incomplete", False, "a step failed AND undoing it "
-                          f"failed: check the node by hand (journal {tx.id})", tx.id, details)
+        return HostResult(
+            host, HostStatus.RESTORE_INCOMPLETE, False, "a step failed AND undoing it "
+            f"failed: check the node by hand (journal {tx.id})", tx.id, details)
+    if res.rc == journal.REVERTING:  # only a rollback's disarm step (journal.disarm_script)
+        return HostResult(host, HostStatus.REVERTING, False, "the node is reverting "
+                          f"transaction {tx.rolls_back} by itself right now (its confirm window "
+                          "ran out); nothing else was done: see history")
     if res.rc == transport.INCOMPLETE:
-        return HostResult(host, "not-applied", False, "the script did not reach the node "
+        return HostResult(host, HostStatus.NOT_APPLIED, False, "the script did not reach the node "
                           "whole, so the node ran none of it: nothing was changed")
     msg = (res.stdout.strip().splitlines() or [""])[-1] + " " + res.stderr.strip()[:300]
-    return HostResult(host, "error", False, msg.strip() or f"apply script exit {res.rc}")
+    return HostResult(host, HostStatus.ERROR, False, msg.strip() or f"apply script exit {res.rc}")
 
 
 def _seen(step: Step, value: str | None) -> str:
@@ -240,7 +246,7 @@ def _seen(step: Step, value: str | None) -> str:
 
 
 def run_tx(host: Host, tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           done: str = "applied", arm: str | None = None, pre: str | None = None,
+           done: HostStatus = HostStatus.APPLIED, arm: str | None = None, pre: str | None = None,
            rmdirs: str | None = None) -> HostResult:
     script = journal.script(tx, check=check, marks=marks, arm=arm, pre=pre, rmdirs=rmdirs)
     try:
@@ -252,27 +258,30 @@ def run_tx(host: Host, tx: Tx, check: bool = True, marks: dict[str, str] | None 
     return _result(host.name, tx, res, done)
 
 
-def outcome(host: Host, tx: Tx, done: str, why: str) -> HostResult:
+def outcome(host: Host, tx: Tx, done: HostStatus, why: str) -> HostResult:
     """The connection broke after the node had the whole script: reconnect once and read
     what really happened from the node's journal (waiting for the run to finish)."""
     try:
         res = run_script(host, journal.outcome_script(tx.id))
     except NetfixError as e:
-        return HostResult(host.name, "unknown", False, f"{why}; reconnecting failed too ({e}): "
-                          f"the outcome of transaction {tx.id} is unknown; `netfix history` "
-                          "shows it once the node answers", tx.id)
+        return HostResult(
+            host.name, HostStatus.UNKNOWN, False, f"{why}; reconnecting failed too ({e}): "
+            f"the outcome of transaction {tx.id} is unknown; `netfix history` "
+            "shows it once the node answers", tx.id)
     status = res.stdout.strip() or "absent"
+    state = TxStatus.of(status)
     if status == "absent":
-        return HostResult(host.name, "not-applied", False, f"{why}; reconnected: the node never "
-                          f"started transaction {tx.id}, nothing was changed")
-    if status.startswith("applying"):  # under the lock: its run died mid-way
+        return HostResult(
+            host.name, HostStatus.NOT_APPLIED, False, f"{why}; reconnected: the node never "
+            f"started transaction {tx.id}, nothing was changed")
+    if state is TxStatus.APPLYING:  # under the lock: its run died mid-way
         notes = recover_interrupted(host, {tx.id: tx.record()})
-        return HostResult(host.name, journal.INTERRUPTED, False, f"{why}; reconnected: "
+        return HostResult(host.name, HostStatus.INTERRUPTED, False, f"{why}; reconnected: "
                           f"{' '.join(notes)}", tx.id)
-    if status.startswith("applied"):
+    if state in (TxStatus.APPLIED, TxStatus.UNCONFIRMED):
         return HostResult(host.name, done, True, f"{len(tx.steps)} step(s); {why}, but on "
                           f"reconnecting the node's journal says {status}", tx.id)
-    return HostResult(host.name, status.split()[0], False, f"{why}; reconnected: transaction "
+    return HostResult(host.name, HostStatus.of_tx(state), False, f"{why}; reconnected: transaction "
                       f"{tx.id} ended {status}", tx.id)
 
 
@@ -291,8 +300,9 @@ def rollout(hosts: list[Host], fn: Callable[[Host], HostResult], serial: int | N
         failed = sum(not r.ok for r in results)
         if max_fail is not None and failed > max_fail:
             for rest in groups[n:]:
-                results += [HostResult(h.name, "skipped", False, f"not started: {failed} host(s)"
-                                       f" failed, more than --max-fail {max_fail}") for h in rest]
+                results += [HostResult(
+                    h.name, HostStatus.SKIPPED, False, f"not started: {failed} host(s)"
+                    f" failed, more than --max-fail {max_fail}") for h in rest]
             break
         for r in parallel(group, fn):
             if progress:
@@ -327,9 +337,9 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
     def one(host: Host) -> HostResult:
         hp = by_name.get(host.name)
         if hp is None:
-            return HostResult(host.name, "error", False, "host is not in the saved plan")
+            return HostResult(host.name, HostStatus.ERROR, False, "host is not in the saved plan")
         if hp.error:
-            return HostResult(host.name, "error", False, hp.error)
+            return HostResult(host.name, HostStatus.ERROR, False, hp.error)
         try:
             if options.saved:
                 fresh = replan_saved(host, hp, profiles)
@@ -338,21 +348,21 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
                 hp = fresh
             risky = [] if options.allow_disruptive else cuts_off_ssh(hp)
             if risky:
-                return HostResult(host.name, "refused", False, f"{len(risky)} disruptive "
+                return HostResult(host.name, HostStatus.REFUSED, False, f"{len(risky)} disruptive "
                                   "change(s) on the interface carrying netfix's SSH session; "
                                   "nothing was changed: rerun with --allow-disruptive to make "
                                   "them anyway", None, risky)
             steps = [Step(**asdict(op), knob=c.knob, target=c.target)
                      for c in hp.pending for op in c.ops]
             if not steps:
-                return HostResult(host.name, "no-changes", True, "already as planned")
+                return HostResult(host.name, HostStatus.NO_CHANGES, True, "already as planned")
             tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
                     fingerprint=hp.fingerprint)
             if options.confirm_secs:
                 return confirm_window(host, tx, options.confirm_secs, options.auto_confirm)
             return run_tx(host, tx)
         except Exception as e:
-            return HostResult(host.name, "error", False, host_error(e))
+            return HostResult(host.name, HostStatus.ERROR, False, host_error(e))
 
     return rollout(hosts, one, options.serial, options.max_fail, progress)
 
@@ -361,20 +371,20 @@ def replan_saved(host: Host, saved: HostPlan, profiles: Profiles) -> HostPlan | 
     """Plan `host` again from the saved plan's own profile and check the result against the
     file: same machine, same profile bytes, same facts, same steps. Returns the fresh plan,
     or the refusal (nothing is changed on a refused host)."""
-    def refuse(status: str, why: str) -> HostResult:
+    def refuse(status: HostStatus, why: str) -> HostResult:
         return HostResult(host.name, status, False, f"{why}; nothing was changed")
 
     source = saved.profile_path or saved.profile or ""
     try:
         profile = profiles.get(source)
     except InputError as e:
-        return refuse("error", f"the plan's profile cannot be loaded ({e})")
+        return refuse(HostStatus.ERROR, f"the plan's profile cannot be loaded ({e})")
     if saved.profile_sha256 and profile.sha256 != saved.profile_sha256:
-        return refuse("stale", f"profile {source} changed since the plan was made (sha256 "
+        return refuse(HostStatus.STALE, f"profile {source} changed since the plan was made (sha256 "
                       f"{saved.profile_sha256[:12]} then, {profile.sha256[:12]} now): plan again")
     fresh = plan_host(host, profile)
     if fresh.error:
-        return refuse("error", fresh.error)
+        return refuse(HostStatus.ERROR, fresh.error)
     for key, was in saved.identity.items():
         now = fresh.identity.get(key)
         if key != "address" and was and now != was:
@@ -382,10 +392,10 @@ def replan_saved(host: Host, saved: HostPlan, profiles: Profiles) -> HostPlan | 
                           f"machine ({key} {was} then, {now} now, at "
                           f"{fresh.identity.get('address')}): plan again for this machine")
     if fresh.fingerprint != saved.fingerprint:
-        return refuse("stale", "the node changed since the plan was saved: plan again")
+        return refuse(HostStatus.STALE, "the node changed since the plan was saved: plan again")
     diff = first_difference(saved, fresh)
     if diff:
-        return refuse("refused", f"the saved plan does not match what netfix computes for "
+        return refuse(HostStatus.REFUSED, f"the saved plan does not match what netfix computes for "
                       f"this node now ({diff}): the plan file was edited, or made by another "
                       "netfix version; plan again")
     return fresh
@@ -437,7 +447,6 @@ def history(hosts: list[Host]) -> list[tuple[Host, journal.Journal | str]]:
 
 
 # A transaction in one of these states has nothing in force to roll back.
-UNDONE = ("rolled-back", journal.REVERTED, journal.INTERRUPTED, "failed-restored")
 
 
 def _pick(found: journal.Journal, tx_id: str | None) -> Tx:
@@ -447,13 +456,14 @@ def _pick(found: journal.Journal, tx_id: str | None) -> Tx:
             raise NetfixError(bad.advice())
         for t in found.txs:
             if t.id == tx_id:
-                if t.status.startswith(UNDONE):
+                if t.state in UNDONE:
                     raise NetfixError(f"transaction {tx_id} is already {t.status}: nothing "
                                       "of it is in force")
                 return t
         raise NetfixError(f"no transaction {tx_id} in this node's journal")
     picked = next((t for t in reversed(found.txs)
-                   if t.kind == "apply" and t.status.startswith("applied")), None)
+                   if t.kind == "apply" and t.state in (TxStatus.APPLIED, TxStatus.UNCONFIRMED)),
+                  None)
     # Ids start with the time: an unreadable record newer than the pick may be the change
     # that is really in force, so rolling back past it would not restore the node.
     newer = [u for u in found.unreadable if picked is None or u.id > picked.id]
@@ -498,7 +508,7 @@ def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
         if moved and not force:
             details = [f"{s.target}: found {_show(s, found[s.path])}, netfix wrote "
                        f"{_show(s, s.new)}" for s in moved]
-            return HostResult(host.name, "changed-since", False,
+            return HostResult(host.name, HostStatus.CHANGED_SINCE, False,
                               f"{len(moved)} value(s) changed since netfix wrote them; nothing "
                               "restored: rerun with --force to restore them anyway",
                               target.id, details)
@@ -506,19 +516,15 @@ def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
         # An unconfirmed target still has its automatic revert armed: the rollback disarms
         # it under the same lock, so the two can never both run.
         pre = journal.disarm_script(target.id) \
-            if target.status.startswith(journal.UNCONFIRMED) else None
-        res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"}, done="rolled-back",
-                     pre=pre, rmdirs=target.id)
-        if res.status == "error" and f"REVERTING {target.id}" in res.message:
-            res.status = "reverting"
-            res.message = (f"the node is reverting transaction {target.id} by itself right now "
-                           "(its confirm window ran out); nothing else was done: see history")
+            if target.state is TxStatus.UNCONFIRMED else None
+        res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"},
+                     done=HostStatus.ROLLED_BACK, pre=pre, rmdirs=target.id)
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \
             if res.ok else res.message
         res.details = history.notices + res.details
         return res
     except Exception as e:
-        return HostResult(host.name, "error", False, host_error(e), None,
+        return HostResult(host.name, HostStatus.ERROR, False, host_error(e), None,
                           history.notices if history else [])
 
 
@@ -541,14 +547,14 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     """Apply `tx` with a revert armed on the node, then reach the node over a NEW SSH
     connection: that is the proof the change did not cut the controller off. With
     `auto_confirm` the same round trip confirms it; else the operator runs `netfix confirm`."""
-    res = run_tx(host, tx, arm=journal.arm_script(tx, seconds), done=journal.UNCONFIRMED)
+    res = run_tx(host, tx, arm=journal.arm_script(tx, seconds), done=HostStatus.UNCONFIRMED)
     if not res.ok:
         return res
     try:
         probe = run_script(host, journal.confirm_script(tx.id), staged=True) if auto_confirm \
             else run_script(host, journal.status_script(tx.id))
     except NetfixError as e:  # unreachable, or the new session failed: same meaning here
-        return HostResult(host.name, "unreachable", False,
+        return HostResult(host.name, HostStatus.UNREACHABLE, False,
                           f"applied, but a new SSH connection failed ({e}): the change may have "
                           f"cut this controller off; the node reverts it by itself within "
                           f"{seconds}s unless confirmed (netfix history shows the outcome)",
@@ -556,10 +562,11 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     if auto_confirm:
         return _confirm_result(host.name, probe, tx.id)
     status = probe.stdout.strip()
-    if status.startswith(journal.REVERTED):
-        return HostResult(host.name, "reverted", False, "the node reverted the transaction "
-                          f"before a new connection got through ({status})", tx.id)
-    return HostResult(host.name, journal.UNCONFIRMED, True,
+    if TxStatus.of(status) is TxStatus.REVERTED:
+        return HostResult(
+            host.name, HostStatus.REVERTED, False, "the node reverted the transaction "
+            f"before a new connection got through ({status})", tx.id)
+    return HostResult(host.name, HostStatus.UNCONFIRMED, True,
                       f"{len(tx.steps)} step(s); reachable over a new SSH connection; confirm "
                       f"within {seconds}s (netfix confirm --tx {tx.id}) or the node reverts it",
                       tx.id)
@@ -570,29 +577,33 @@ def _confirm_result(host: str, res: transport.Result, tx_id: str | None) -> Host
     rows = [line.split(" ", 2) for line in out.splitlines() if " " in line]
     if res.rc != 0 or "@@JOURNAL" not in res.stdout:
         msg = (out.strip().splitlines() or [""])[-1] + " " + res.stderr.strip()[:300]
-        return HostResult(host, "error", False, msg.strip() or f"confirm script exit {res.rc}")
+        return HostResult(
+            host, HostStatus.ERROR, False, msg.strip() or f"confirm script exit {res.rc}")
     confirmed = [r[1] for r in rows if r[0] == "CONFIRMED"]
     reverting = [r[1] for r in rows if r[0] == "REVERTING"]
     if reverting:
-        return HostResult(host, "reverting", False, "too late: the node is reverting "
+        return HostResult(host, HostStatus.REVERTING, False, "too late: the node is reverting "
                           f"{', '.join(reverting)} by itself (its confirm window ran out)",
                           reverting[0], [f"confirmed {c}" for c in confirmed])
     if confirmed:
-        return HostResult(host, "confirmed", True, f"confirmed {', '.join(confirmed)}: the "
-                          "automatic revert is disarmed", confirmed[-1])
+        return HostResult(
+            host, HostStatus.CONFIRMED, True, f"confirmed {', '.join(confirmed)}: the "
+            "automatic revert is disarmed", confirmed[-1])
     if any(r[0] == "NOTFOUND" for r in rows):
-        return HostResult(host, "error", False, f"no transaction {tx_id} in this node's journal")
+        return HostResult(
+            host, HostStatus.ERROR, False, f"no transaction {tx_id} in this node's journal")
     txs = journal.parse_journal(listing).txs
     if tx_id:
         last = next((t for t in txs if t.id == tx_id), None)
     else:
         last = next((t for t in reversed(txs) if t.kind == "apply"), None)
-    if last and last.status.startswith(journal.REVERTED):
-        return HostResult(host, "reverted", False, f"transaction {last.id} was not confirmed in "
-                          f"time and the node reverted it ({last.status}): it is not in place",
-                          last.id)
+    if last and last.state is TxStatus.REVERTED:
+        return HostResult(
+            host, HostStatus.REVERTED, False, f"transaction {last.id} was not confirmed in "
+            f"time and the node reverted it ({last.status}): it is not in place",
+            last.id)
     what = f"transaction {last.id} is {last.status or 'unknown'}" if last else "no transactions"
-    return HostResult(host, "nothing-to-confirm", True, f"nothing to confirm: {what}",
+    return HostResult(host, HostStatus.NOTHING_TO_CONFIRM, True, f"nothing to confirm: {what}",
                       last.id if last else None)
 
 
@@ -601,7 +612,7 @@ def confirm_host(host: Host, tx_id: str | None = None) -> HostResult:
         res = run_script(host, journal.confirm_script(tx_id), staged=True)
         return _confirm_result(host.name, res, tx_id)
     except Exception as e:
-        return HostResult(host.name, "error", False, host_error(e))
+        return HostResult(host.name, HostStatus.ERROR, False, host_error(e))
 
 
 def confirm(hosts: list[Host], tx_id: str | None = None,

@@ -19,13 +19,13 @@ from netfix import ethtool
 from netfix.errors import NetfixError
 from netfix.facts import Facts, Needs
 from netfix.ifsettings import REGISTRY
-from netfix.plan import DISRUPTIVE, NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
+from netfix.plan import DISRUPTIVE, NOT_SETTABLE, OK, SKIP, UPDATE, Change, Code, Op, Reason
 
 SCRIPT = "ifaces"
-MANAGEMENT = "management"  # flag: the change is on the interface carrying netfix's SSH session
-WARNING = "warning"
-ERROR = "error"  # a profile value this node cannot take (above the hardware maximum, ...)
-INFO = "info"
+MANAGEMENT = Code.MANAGEMENT  # the change is on the interface carrying netfix's SSH session
+WARNING = Code.WARNING
+ERROR = Code.ERROR  # a profile value this node cannot take (above the hardware maximum, ...)
+INFO = Code.INFO
 GROUPS = tuple(REGISTRY)  # the keys a nic.interfaces block can set
 
 _SNIPPET = r"""set -f
@@ -285,7 +285,8 @@ def select(section: dict, net: Net) -> Selection:
         target = f"nic.interfaces[{i}]"
         if not found:
             rows.append(Change("nic", target, None, describe_match(block["match"]), action=SKIP,
-                               flags=[WARNING], notes=["matched no interface on this host"]))
+                               reasons=[Reason(WARNING, "no-match")],
+                               notes=["matched no interface on this host"]))
             continue
         rows.append(Change("nic", target, ", ".join(found), describe_match(block["match"]),
                            action=OK, flags=[INFO], notes=[f"matched {', '.join(found)}"]))
@@ -352,6 +353,13 @@ class Setting:
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     group: str = ""  # its ifsettings.REGISTRY entry ("channels", "rps", "mtu", ...)
+    reasons: list[Reason] = field(default_factory=list)  # details of `flags`
+
+    def flag(self, code: str, detail: str = "", message: str = "") -> None:
+        self.reasons.append(Reason(code, detail, message))
+        self.flags.append(code)
+        if message:
+            self.notes.append(message)
 
     @property
     def label(self) -> str:
@@ -364,20 +372,25 @@ class Setting:
     def change(self) -> Change:
         action = self.action or (OK if self.current == self.desired else UPDATE)
         c = Change(self.knob, f"{self.iface} {self.what}", self.current, self.desired,
-                   action=action, flags=list(self.flags), notes=list(self.notes))
+                   action=action, flags=list(self.flags), notes=list(self.notes),
+                   reasons=list(self.reasons))
         if action == UPDATE:
             c.ops.append(Op("cmd", self.label, self.current, self.desired, self.read, self.set))
         if action != SKIP:
             c.boot = self.desired
         if action != UPDATE:  # disruptive only matters for what will run
-            c.flags = [f for f in c.flags if f not in (DISRUPTIVE, MANAGEMENT)]
+            c.unflag(DISRUPTIVE, MANAGEMENT)
         return c
 
 
 def skip(knob: str, iface: str, what: str, desired: str | None, note: str,
-         current: str | None = None, flag: str = NOT_SETTABLE, group: str = "") -> Setting:
-    return Setting(knob, iface, what, current, desired, action=SKIP, flags=[flag], notes=[note],
-                   group=group)
+         current: str | None = None, flag: str = NOT_SETTABLE, group: str = "",
+         detail: str = "") -> Setting:
+    """A setting this node cannot take: `flag` is its reason code, `detail` what exactly
+    (for not-settable: unsupported, no-ethtool, ...)."""
+    s = Setting(knob, iface, what, current, desired, action=SKIP, group=group)
+    s.flag(flag, detail, note)
+    return s
 
 
 @dataclass
@@ -399,12 +412,11 @@ class HostView:
 
 def disruptive(s: Setting, net: Net) -> Setting:
     """Ring, channel and MTU changes reset the link on many drivers."""
-    s.flags.append(DISRUPTIVE)
+    s.flag(DISRUPTIVE, s.group)
     if s.iface in net.mgmt:
-        s.flags.append(MANAGEMENT)
         where = net.ssh.split()[2] if len(net.ssh.split()) == 4 else "?"
-        s.notes.append(f"{s.iface} carries this SSH session (to {where}): apply refuses "
-                       "this unless --allow-disruptive")
+        s.flag(MANAGEMENT, s.iface, f"{s.iface} carries this SSH session (to {where}): apply "
+               "refuses this unless --allow-disruptive")
     return s
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from netfix.plan import Op
+from netfix.status import TxStatus
 
 STATE_DIR = "/var/lib/netfix"
 
@@ -29,8 +30,8 @@ OK, SETUP, LOCKED, STALE, FAILED, RESTORE_FAILED = 0, 10, 11, 12, 13, 14
 REVERTING = 15  # a rollback found the automatic revert of its target already started
 
 # Statuses of a transaction applied with --confirm (the first word of its status file)
-UNCONFIRMED = "applied-unconfirmed"  # changes in place, automatic revert armed
-REVERTED = "reverted-unconfirmed"  # the node reverted it by itself: never confirmed in time
+UNCONFIRMED = TxStatus.UNCONFIRMED  # changes in place, automatic revert armed
+REVERTED = TxStatus.REVERTED  # the node reverted it by itself: never confirmed in time
 
 
 @dataclass(kw_only=True)
@@ -54,6 +55,11 @@ class Tx:
     controller: str = field(default_factory=socket.gethostname)
     user: str = field(default_factory=getpass.getuser)
     status: str = ""  # read back from the node, not part of the record written
+
+    @property
+    def state(self) -> TxStatus | None:
+        """The status line's first word as a TxStatus (None: no or an unknown status)."""
+        return TxStatus.of(self.status)
 
     def record(self) -> bytes:
         data = asdict(self)
@@ -234,8 +240,8 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
     return "\n".join(out) + "\n"
 
 
-INTERRUPTED = "interrupted-restored"
-INTERRUPTED_INCOMPLETE = "interrupted-restore-incomplete"
+INTERRUPTED = TxStatus.INTERRUPTED
+INTERRUPTED_INCOMPLETE = TxStatus.INTERRUPTED_INCOMPLETE
 
 
 def recover_script(tx: Tx, state_dir: str = STATE_DIR) -> str:

@@ -6,23 +6,60 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from netfix.errors import InputError
 
-PLAN_VERSION = 2  # 2: host identity, profile path and sha256, re-derived ops
+PLAN_VERSION = 3  # 2: host identity, profile path and sha256, re-derived ops; 3: reasons
 
-# Change.action values
-UPDATE = "update"  # has ops to run
-SKIP = "skip"  # differs but cannot be changed here (flags say why)
-OK = "ok"  # already as desired
+class Action(StrEnum):
+    """Change.action: what the plan does with a target."""
 
-# Change.flags values
-DISRUPTIVE = "disruptive"
-NOT_SETTABLE = "not-settable"
-SHADOWED = "shadowed"
-OTHER_WRITER = "other-writer"
+    UPDATE = "update"  # has ops to run
+    SKIP = "skip"  # differs but cannot be changed here (its reasons say why)
+    OK = "ok"  # already as desired
+
+
+class OpKind(StrEnum):
+    VALUE = "value"  # a /proc/sys or /sys file holding one value
+    FILE = "file"  # a whole file, base64; None: absent
+    CMD = "cmd"  # state behind a command: `read` prints it, `set` sets "$1"
+
+
+class Code(StrEnum):
+    """Reason codes: why a change is flagged or skipped. Change.flags lists the codes of
+    its reasons; code that decides (drift, apply's guards) reads codes, never notes."""
+
+    DISRUPTIVE = "disruptive"  # resets the link on many drivers
+    MANAGEMENT = "management"  # on the interface carrying netfix's SSH session
+    NOT_SETTABLE = "not-settable"  # detail: read-only, absent, unsupported, no-ethtool, ...
+    SHADOWED = "shadowed"  # detail: the file that sets the key later at boot
+    OTHER_WRITER = "other-writer"  # detail: who (kube-proxy)
+    ERROR = "error"  # a profile value this node cannot take
+    WARNING = "warning"  # e.g. a NIC block that matched nothing
+    INFO = "info"
+    OVERLAY_MTU = "overlay-mtu"  # detail: the overlay device
+
+
+UPDATE, SKIP, OK = Action.UPDATE, Action.SKIP, Action.OK
+DISRUPTIVE, NOT_SETTABLE = Code.DISRUPTIVE, Code.NOT_SETTABLE
+SHADOWED, OTHER_WRITER = Code.SHADOWED, Code.OTHER_WRITER
+
+
+@dataclass
+class Reason:
+    """One machine-readable reason: `code` (a Code), `detail` (what exactly: a file, a
+    writer, an interface, "read-only"), `message` (the sentence people read; also in the
+    change's notes)."""
+
+    code: str
+    detail: str = ""
+    message: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code}/{self.detail}" if self.detail else str(self.code)
 
 
 @dataclass
@@ -38,12 +75,15 @@ class Op:
     rollback from another controller can run them.
     """
 
-    kind: str
+    kind: str  # an OpKind
     path: str
     old: str | None
     new: str | None
     read: str | None = None
     set: str | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = OpKind(self.kind)  # a saved plan or journal with another kind is refused
 
 
 @dataclass
@@ -52,11 +92,35 @@ class Change:
     target: str
     current: str | None
     desired: str | None
-    action: str = UPDATE
+    action: str = UPDATE  # an Action
     boot: str | None = None  # effective value at next boot after this plan is applied
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # the codes of `reasons`
     notes: list[str] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.action = Action(self.action)
+        self.reasons = [r if isinstance(r, Reason) else Reason(**r) for r in self.reasons]
+        for code in self.flags:  # a bare flag is a reason without detail
+            if self.reason(code) is None:
+                self.reasons.append(Reason(code))
+        self.flags = list(dict.fromkeys(str(r.code) for r in self.reasons))
+
+    def flag(self, code: str, detail: str = "", message: str = "") -> None:
+        """Add a reason (and its message to the notes, for people)."""
+        self.reasons.append(Reason(code, detail, message))
+        if code not in self.flags:
+            self.flags.append(code)
+        if message:
+            self.notes.append(message)
+
+    def unflag(self, *codes: str) -> None:
+        self.reasons = [r for r in self.reasons if r.code not in codes]
+        self.flags = [f for f in self.flags if f not in codes]
+
+    def reason(self, code: str) -> Reason | None:
+        return next((r for r in self.reasons if r.code == code), None)
 
 
 @dataclass
@@ -134,7 +198,9 @@ def load_plan(path: str | Path) -> Plan:
     hosts = []
     for h in data["hosts"]:
         changes = [
-            Change(**{**c, "ops": [Op(**o) for o in c.get("ops", [])]}) for c in h["changes"]
+            Change(**{**c, "ops": [Op(**o) for o in c.get("ops", [])],
+                      "reasons": [Reason(**r) for r in c.get("reasons", [])]})
+            for c in h["changes"]
         ]
         hosts.append(HostPlan(**{**h, "changes": changes}))
     return Plan(hosts=hosts, created=data.get("created", 0.0))

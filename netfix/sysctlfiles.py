@@ -53,15 +53,15 @@ def sysctl_changes(
         target, problem = resolve(desired[key], val.value)
         change = Change(knob, key, val.value, target)
         if not val.exists:
-            change.action, change.flags = SKIP, [NOT_SETTABLE]
-            change.notes.append(absent_note)
+            change.action = SKIP
+            change.flag(NOT_SETTABLE, "absent", absent_note)
         elif not val.writable and norm(val.value) == target:
             change.action = OK  # nothing to do, whoever owns it
             change.notes.append("read-only here, already as desired")
         elif not val.writable:
-            change.action, change.flags = SKIP, [NOT_SETTABLE]
-            change.notes.append("not settable here: read-only (host-global, seen from a "
-                                "network namespace or container)")
+            change.action = SKIP
+            change.flag(NOT_SETTABLE, "read-only", "not settable here: read-only (host-global, "
+                        "seen from a network namespace or container)")
         elif problem or target is None:
             change.action = SKIP
             change.notes.append(problem or "no target value")
@@ -83,9 +83,8 @@ def sysctl_changes(
         value, source = boot.get(change.target, (None, None))
         change.boot = value
         if source != persist_path:
-            change.flags.append(SHADOWED)
-            change.notes.append(f"shadowed at boot by {source} (sets {value}): it sorts "
-                                f"after {persist_path}; remove the key there or rename")
+            change.flag(SHADOWED, source or "", f"shadowed at boot by {source} (sets {value}): "
+                        f"it sorts after {persist_path}; remove the key there or rename")
     return changes
 
 

@@ -178,7 +178,7 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     for c in changes:
         if c.target == MAX and max_:
             c.notes.append(f"{why}; {pinned(max_)}")
-            _usage_note(c, facts)
+            _add_usage(c, facts)
     _kube_proxy(changes, facts)
     return changes
 
@@ -197,14 +197,14 @@ def _buckets(facts: Facts, buckets: int, absent: str) -> tuple[list[Change], boo
             change.action = OK
         return [change], False
     cur = facts.sysctl(BUCKETS)
-    change = Change(SECTION, BUCKETS, cur.value, str(buckets), action=SKIP,
-                    flags=[NOT_SETTABLE])
-    change.notes.append(absent if not cur.exists else "not settable here: read-only "
-                        "(host-global, seen from a network namespace or container)")
+    change = Change(SECTION, BUCKETS, cur.value, str(buckets), action=SKIP)
+    change.flag(NOT_SETTABLE, "absent" if not cur.exists else "read-only",
+                absent if not cur.exists else "not settable here: read-only "
+                "(host-global, seen from a network namespace or container)")
     return [change], False
 
 
-def _usage_note(change: Change, facts: Facts) -> None:
+def _add_usage(change: Change, facts: Facts) -> None:
     count, current = facts.sysctl(COUNT).value, change.current
     if count and current and count.isdigit() and current.isdigit() and int(current):
         pct = 100 * int(count) / int(current)
@@ -279,8 +279,7 @@ def _kube_proxy(changes: list[Change], facts: Facts) -> None:
         theirs = writes.get(c.target)
         if theirs is None or c.desired is None or str(theirs) == c.desired:
             continue
-        c.flags.append(OTHER_WRITER)
         fix = ("conntrack.maxPerCore: 0" if c.target in (MAX, BUCKETS, HASHSIZE)
                else "its conntrack tcp timeouts to 0s")
-        c.notes.append(f"kube-proxy (pid {kp['pid']}) writes {theirs} here at its next start "
-                       f"and undoes this; set {fix} in kube-proxy's config")
+        c.flag(OTHER_WRITER, "kube-proxy", f"kube-proxy (pid {kp['pid']}) writes {theirs} here "
+               f"at its next start and undoes this; set {fix} in kube-proxy's config")

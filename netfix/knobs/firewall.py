@@ -351,9 +351,10 @@ def diff_lines(current: str | None, desired: str | None) -> list[str]:
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
 
 
-def _skip(target: str, current: str | None, why: str) -> Change:
-    return Change(SECTION, target, current, None, action=SKIP, flags=[NOT_SETTABLE],
-                  notes=[why])
+def _skip(target: str, current: str | None, why: str, detail: str) -> Change:
+    change = Change(SECTION, target, current, None, action=SKIP)
+    change.flag(NOT_SETTABLE, detail, why)
+    return change
 
 
 def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
@@ -362,14 +363,15 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     current = (facts.scripts.get(STATE_LABEL) or "").strip() or None
     if pr.nft == "none":
         return [_skip(TABLE, None, "nft not installed on this node (Debian package nftables): "
-                      "the firewall section is not applied here")]
+                      "the firewall section is not applied here", "no-nft")]
     if pr.nft == "broken" or current == "nft-unavailable":
         return [_skip(TABLE, None, f"nft not usable on this node ({pr.nft_path} --version "
                       f"failed: {pr.nft_detail.strip() or 'no output'}): the firewall section "
-                      "is not applied here")]
+                      "is not applied here", "nft-broken")]
     if s.enabled and pr.rendered is None:
-        return [_skip(TABLE, describe_state(current), "the node's nft refused the ruleset, nothing "
-                      f"is applied: {pr.render_error.strip() or 'no error text'}")]
+        return [_skip(TABLE, describe_state(current), "the node's nft refused the ruleset, "
+                      f"nothing is applied: {pr.render_error.strip() or 'no error text'}",
+                      "nft-refused")]
     desired = pr.rendered if s.enabled else ABSENT
     table = Change(SECTION, TABLE, describe_state(current), describe_state(desired), action=OK)
     if current != desired:
@@ -391,7 +393,8 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
                                    wants_file(ctx) if persist else None))
     elif s.enabled:
         changes.append(_skip(UNIT, ABSENT, f"no {SYSTEMD_DIR} on this node: the table is live "
-                             f"but not loaded at boot; load {RULESET} from the init system"))
+                             f"but not loaded at boot; load {RULESET} from the init system",
+                             "no-systemd"))
     return changes
 
 

@@ -45,13 +45,15 @@ def _setting(entry: IfaceSetting, link: ifaces.Link, value: int, view: HostView)
     current = link.attrs.get(attr.json)
     if current is None:
         return skip(knob, link.name, entry.name, str(value), f"`ip -j link` reports no "
-                    f"{attr.json} for {link.name} on this node: not applied", group=entry.name)
+                    f"{attr.json} for {link.name} on this node: not applied", group=entry.name,
+                    detail="absent")
     if attr.bounds:
         lo, hi = (link.attrs.get(b) or 0 for b in attr.bounds)  # 0: the driver sets no bound
         if (hi and value > hi) or value < lo:
             return skip(knob, link.name, entry.name, str(value), f"{value} is outside the "
                         f"{label} range {lo}-{hi} of {link.name} ({link.driver_name}): not "
-                        "applied", current=str(current), flag=ERROR, group=entry.name)
+                        "applied", current=str(current), flag=ERROR, group=entry.name,
+                        detail="out-of-range")
     path = shlex.quote(f"/sys/class/net/{link.name}/{attr.sysfs}")
     s = Setting(knob, link.name, entry.name, str(current), str(value), f"cat {path}",
                 f'ip link set dev {shlex.quote(link.name)} {attr.ip} "$1"', group=entry.name)

@@ -11,12 +11,12 @@ from netfix import ifaces
 from netfix.facts import Facts, Needs
 from netfix.ifaces import Net
 from netfix.knobs import Context
-from netfix.plan import OK, SKIP, Change
+from netfix.plan import OK, SKIP, Change, Code
 
 SECTION = "nic"
 AFTER = ("link",)  # checks the MTUs link plans, not only today's
 KNOB = "mtu"
-OVERLAY_MTU = "overlay-mtu"  # flag: overlay MTU too large for its underlay
+OVERLAY_MTU = Code.OVERLAY_MTU  # overlay MTU too large for its underlay
 OVERLAYS = ("flannel.1", "vxlan.calico", "tunl0", "cilium_vxlan", "wireguard.cali")
 # Encapsulation overhead in bytes over an IPv4 / IPv6 underlay (outer IP + UDP + headers).
 OVERHEAD = {"vxlan": (50, 70), "geneve": (50, 70), "ipip": (20, 40), "wireguard": (60, 80)}
@@ -71,8 +71,9 @@ def overlay_rows(section: dict, net: Net, planned: dict[str, int]) -> list[Chang
                f"IPv{6 if v6 else 4}) = {limit}")
         row = Change(KNOB, target, str(over), f"<= {limit}", OK, notes=[f"fits: {how}"])
         if over > limit:
-            row.action, row.flags = SKIP, [OVERLAY_MTU]
-            row.notes = [f"MTU {over} > {how}: large packets are dropped or fragmented; set the "
-                         f"overlay MTU to {limit} in the CNI config, or raise {under.name}'s MTU"]
+            row.action, row.notes = SKIP, []
+            row.flag(OVERLAY_MTU, name, f"MTU {over} > {how}: large packets are dropped or "
+                     f"fragmented; set the overlay MTU to {limit} in the CNI config, or raise "
+                     f"{under.name}'s MTU")
         rows.append(row)
     return rows

@@ -46,16 +46,19 @@ def _onoff(value: object) -> str:
 Resolved = tuple[dict[str, str], dict[str, str], list[Setting]]  # current, desired, rows
 
 
-def _problem(group: str, out: ethtool.Output | None, link: Link, facts: Facts) -> str | None:
-    """Why a whole group cannot be read (and so not set) on this interface, if it cannot."""
+def _problem(group: str, out: ethtool.Output | None, link: Link,
+             facts: Facts) -> tuple[str, str] | None:
+    """Why a whole group cannot be read (and so not set) on this interface, if it cannot:
+    (reason detail, message)."""
     if not facts.tools.get("ethtool", True):
-        return "ethtool is not installed on this node (Debian/Ubuntu: apt-get install ethtool)"
+        return "no-ethtool", ("ethtool is not installed on this node (Debian/Ubuntu: apt-get "
+                              "install ethtool)")
     if out is None:
-        return f"{group}: no ethtool facts for {link.name}"
+        return "no-facts", f"{group}: no ethtool facts for {link.name}"
     if out.unsupported:
-        return f"{group}: not supported by driver {link.driver_name}"
+        return "unsupported", f"{group}: not supported by driver {link.driver_name}"
     if out.error:
-        return f"{group}: ethtool -{out.sub} {link.name} failed: {out.error}"
+        return "ethtool-failed", f"{group}: ethtool -{out.sub} {link.name} failed: {out.error}"
     return None
 
 
@@ -65,7 +68,8 @@ def group_settings(group: str, asked: dict, link: Link, net: Net, facts: Facts) 
     if problem or out is None:
         shown = ethtool.state({k: _onoff(v) if isinstance(v, bool) else str(v)
                                for k, v in asked.items()})
-        return [skip(KNOB, link.name, group, shown, problem or "", group=group)]
+        detail, why = problem or ("no-facts", "")
+        return [skip(KNOB, link.name, group, shown, why, group=group, detail=detail)]
     resolve = {"channels": _limits, "rings": _limits, "coalesce": _coalesce,
                "offloads": _offloads}[group]
     current, desired, rows = resolve(group, asked, out, link, net)
@@ -92,13 +96,14 @@ def _limits(group: str, asked: dict, out: ethtool.Output, link: Link, net: Net) 
         if not hw:
             rows.append(skip(KNOB, link.name, what, str(value),
                              f"{what}: not supported by driver {link.driver_name} "
-                             "(hardware maximum 0)"))
+                             "(hardware maximum 0)", detail="unsupported"))
             continue
         n = hw if value == "max" else min(len(net.cpus), hw) if value == "auto" else int(value)
         if n > hw:
             rows.append(skip(KNOB, link.name, what, str(n),
                              f"{n} is above the hardware maximum {hw} of {link.name} "
-                             f"({link.driver_name}): not applied", current=str(now), flag=ERROR))
+                             f"({link.driver_name}): not applied", current=str(now), flag=ERROR,
+                             detail="above-maximum"))
             continue
         current[key], desired[key] = str(now), str(n)
     return current, desired, rows
@@ -111,7 +116,7 @@ def _coalesce(group: str, asked: dict, out: ethtool.Output, link: Link, net: Net
         want = _onoff(value) if key in ethtool.COALESCE_FLAGS else str(value)
         if found.get(key) is None:
             rows.append(skip(KNOB, link.name, f"coalesce {key}", want, f"coalesce {key}: not "
-                             f"supported by driver {link.driver_name}"))
+                             f"supported by driver {link.driver_name}", detail="unsupported"))
             continue
         current[key], desired[key] = str(found[key]), want
     return current, desired, rows
@@ -125,12 +130,13 @@ def _offloads(group: str, asked: dict, out: ethtool.Output, link: Link, net: Net
         feature = found.get(name)
         if feature is None:
             rows.append(skip(KNOB, link.name, f"offload {key}", want,
-                             f"no offload {name} on {link.name} ({link.driver_name})"))
+                             f"no offload {name} on {link.name} ({link.driver_name})",
+                             detail="unsupported"))
             continue
         now = "on" if feature.active else "off"
         if feature.fixed and now != want:
             rows.append(skip(KNOB, link.name, f"offload {key}", want, f"{key} is fixed {now} "
-                             f"by driver {link.driver_name}", current=now))
+                             f"by driver {link.driver_name}", current=now, detail="fixed"))
             continue
         current[key], desired[key] = now, want
     return current, desired, rows

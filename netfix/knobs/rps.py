@@ -106,12 +106,12 @@ def _queue_setting(link: Link, queue: str, file: str, want: tuple[str, str | Non
     raw = link.qvalues.get(f"{queue}/{file}")
     exists = queue in link.queues
     if problem:
-        return skip(KNOB, link.name, what, desired, problem, flag=ERROR)
+        return skip(KNOB, link.name, what, desired, problem, flag=ERROR, detail="cpu-offline")
     if exists and raw is None:
         why = ("the kernel offers XPS on multi-queue devices only" if file == "xps_cpus"
                else "a kernel without CONFIG_RPS?")
         return skip(KNOB, link.name, what, desired, f"{file} cannot be read on {link.name} "
-                    f"({link.driver_name}): {why}")
+                    f"({link.driver_name}): {why}", detail="unsupported")
     path = shlex.quote(f"/sys/class/net/{link.name}/queues/{queue}/{file}")
     if file == "rps_flow_cnt":
         current, read = (raw or "0").strip(), f"cat {path} 2>/dev/null || echo 0"

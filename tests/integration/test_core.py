@@ -4,7 +4,10 @@ history; not-settable host-global keys; failures that must leave nodes as they w
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,9 @@ def test_plan_apply_replan_rollback_history(lab, tmp_path):
         assert ch_big[key]["action"] == "skip", ch_big[key]
         assert "not-settable" in ch_big[key]["flags"]
         assert "read-only" in " ".join(ch_big[key]["notes"])
+        # said as a code, not only in prose
+        assert {"code": "not-settable", "detail": "read-only"}.items() <= \
+            ch_big[key]["reasons"][0].items(), ch_big[key]["reasons"]
     assert ch["/etc/sysctl.d/90-netfix.conf"]["action"] == "update"
 
     lab.netfix("apply", "--yes", "--profile", "public-vds", "--limit", "node1")
@@ -157,7 +163,18 @@ def test_rollback_refuses_value_changed_by_hand(lab):
     assert lab.sysctl("node3", "net.netfilter.nf_conntrack_udp_timeout") != "15"
 
 
-def test_shadowing_file_and_kube_proxy_are_flagged(lab):
+SCHEMA = Path(__file__).resolve().parents[2] / "netfix" / "schema" / "plan.json"
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess:
+    if not CHECK_JSONSCHEMA.exists():
+        pytest.skip("check-jsonschema is not installed (pip install -e '.[test]')")
+    return subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", str(SCHEMA), str(path)],
+                          capture_output=True, text=True)
+
+
+def test_shadowing_file_and_kube_proxy_are_flagged(lab, tmp_path):
     lab.sh("node1", "printf 'net.core.somaxconn = 1024\\n' > /etc/sysctl.d/99-zz-local.conf")
     kp = lab.dir / "kube-proxy"
     kp.write_text("#!/bin/sh\nsleep 300\n")
@@ -165,14 +182,28 @@ def test_shadowing_file_and_kube_proxy_are_flagged(lab):
     lab.sh("node1", f"setsid {kp} --conntrack-max-per-core=65536 "
            "--conntrack-tcp-timeout-close-wait=1h0m0s >/dev/null 2>&1 < /dev/null &")
     try:
-        plan = lab.plan_json("--profile", "public-vds", "--limit", "node1")
+        out = lab.netfix("plan", "--json", "--profile", "public-vds", "--limit", "node1",
+                         check_rc=None).stdout
+        plan = json.loads(out)
         ch = by_target(plan, "node1")
         som = ch["net.core.somaxconn"]
         assert "shadowed" in som["flags"] and som["boot"] == "1024"
         assert "/etc/sysctl.d/99-zz-local.conf" in " ".join(som["notes"])
+        assert {"code": "shadowed", "detail": "/etc/sysctl.d/99-zz-local.conf"}.items() <= \
+            som["reasons"][0].items()
         mx = ch["net.netfilter.nf_conntrack_max"]
         assert "other-writer" in mx["flags"], mx
         assert "kube-proxy (pid" in " ".join(mx["notes"])
+        codes = {(r["code"], r["detail"]) for r in mx["reasons"]}
+        assert ("other-writer", "kube-proxy") in codes, mx["reasons"]
+        # The real consumer: the --json output is valid against the documented schema...
+        (tmp_path / "plan.json").write_text(out)
+        res = check_jsonschema(tmp_path / "plan.json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        # ...and the schema is not a rubber stamp: an unknown reason code is refused.
+        mx["reasons"][0]["code"] = "looks-fine"
+        (tmp_path / "bad.json").write_text(json.dumps(plan))
+        assert check_jsonschema(tmp_path / "bad.json").returncode == 1
         # node2 has no kube-proxy: no flag there
         ch2 = by_target(lab.plan_json("--profile", "public-vds", "--limit", "node2"), "node2")
         assert "other-writer" not in ch2["net.netfilter.nf_conntrack_max"]["flags"]

@@ -20,7 +20,7 @@ from netfix import engine, journal, transport
 from netfix.errors import InputError
 from netfix.inventory import Host
 from netfix.journal import Step, Tx
-from netfix.plan import load_plan
+from netfix.plan import PLAN_VERSION, load_plan
 
 NETFIX = str(Path(sys.executable).with_name("netfix"))
 LOCAL = Host("@local", [], {})
@@ -140,7 +140,7 @@ def test_stale_file_details_compare_sha256_with_sha256():
 
 
 def saved_plan(tmp_path: Path, mutate) -> Path:
-    data = {"version": 2, "created": 0, "hosts": [{
+    data = {"version": PLAN_VERSION, "created": 0, "hosts": [{
         "host": "n1", "profile": "p", "fingerprint": "x", "changes": [{
             "knob": "sysctl", "target": "k", "current": "0", "desired": "1",
             "ops": [{"kind": "value", "path": "/proc/sys/x", "old": "0", "new": "1"}]}]}]}
