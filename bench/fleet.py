@@ -50,7 +50,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netfix import lab
+from netfix_lab import netns as lab
 
 REPO = Path(__file__).resolve().parent.parent
 NETFIX = str(Path(sys.executable).with_name("netfix"))

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 sh scripts/vm-deps.sh  # debootstrap and QEMU for the VM lab node's tests
-.venv/bin/ruff check netfix tests bench molecule
+.venv/bin/ruff check netfix lab/netfix_lab tests bench molecule
 if ! command -v shellcheck >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import NETFIX, skip_or_fail
 
-from netfix import lab as labmod
+from netfix_lab import netns as labmod
 
 pytestmark = pytest.mark.integration
 

@@ -466,7 +466,7 @@ def test_interface_names_and_offload_names_that_could_reach_a_shell_are_refused(
 
 
 def test_example_profile_validates():
-    prof = validate_file(Path(__file__).parent.parent.parent / "profiles" / "nic-example.yaml")
+    prof = validate_file(Path(__file__).parents[2] / "netfix" / "profiles" / "nic-example.yaml")
     assert prof.data["nic"]["interfaces"]
 
 
