@@ -11,6 +11,9 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
 fi
 shellcheck .ci/run scripts/*.sh molecule/vm/files/state.sh
+# The sh the nodes run: every netfix/sh file, and whole generated scripts (fact, apply,
+# rollback, recovery, confirm, nic.sh, the cmd steps) rendered into a temp dir.
+.venv/bin/python scripts/sh-samples.py --check
 # Leftovers of an interrupted earlier run would collide with the lab's names.
 flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true
 # Molecule first, so that pytest's summary is the last line of the run. Same lab lock as
