@@ -123,16 +123,40 @@ def _functions(tx: Tx) -> list[str]:
 PAUSE_ENV = "NETFIX_TEST_PAUSE_AFTER_STEP"
 
 
-def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           state_dir: str = STATE_DIR, arm: str | None = None, pre: str | None = None,
-           rmdirs: str | None = None) -> str:
-    """The apply script for `tx`. `check=False` skips the before-state check (--force).
-    `marks` sets other transactions' status on success (a rollback marks its target).
-    `arm` (from arm_script) arms an automatic revert once every step is made; the status is
-    then applied-unconfirmed, and a failure to arm undoes the steps. `pre` is sh run under
-    the lock after the check, before the journal is written (a rollback disarms there).
-    `rmdirs`: once every step is made, remove the directories that transaction created,
-    where they are empty again (a rollback names its target).
+def apply_script(tx: Tx, arm: str | None = None, force: bool = False,
+                 state_dir: str = STATE_DIR) -> str:
+    """The transaction that applies `tx`. `arm` (from arm_script) arms an automatic revert
+    once every step is made; the status is then applied-unconfirmed, and a failure to arm
+    undoes the steps. `force` skips the before-state check."""
+    return _transaction(tx, check=not force, arm=arm, state_dir=state_dir)
+
+
+def rollback_script(rtx: Tx, target: Tx, force: bool = False,
+                    state_dir: str = STATE_DIR) -> str:
+    """The transaction `rtx` (journal.inverse of `target`) that rolls `target` back: on
+    success it marks `target` rolled back and removes the directories `target` created
+    where they are empty again. An unconfirmed target still has its revert armed: the
+    rollback disarms it under the same lock first (or stops with REVERTING when the node
+    is already reverting it), so the two can never both run."""
+    pre = disarm_script(target.id) if target.state is TxStatus.UNCONFIRMED else None
+    return _transaction(rtx, check=not force, marks={target.id: f"rolled-back {rtx.id}"},
+                        pre=pre, rmdirs=target.id, state_dir=state_dir)
+
+
+def revert_script(tx: Tx, rid: str, state_dir: str = STATE_DIR) -> str:
+    """The automatic revert armed by `apply --confirm`: the inverse of `tx` as transaction
+    `rid`, unchecked (whatever the steps left is what it undoes), marking `tx` reverted."""
+    return _transaction(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
+                        rmdirs=tx.id, state_dir=state_dir)
+
+
+def _transaction(tx: Tx, *, check: bool, state_dir: str, marks: dict[str, str] | None = None,
+                 arm: str | None = None, pre: str | None = None,
+                 rmdirs: str | None = None) -> str:
+    """The one transaction script the three builders above configure. `marks` sets other
+    transactions' status on success; `pre` is sh run under the lock after the check,
+    before the journal is written; `rmdirs` names the transaction whose created
+    directories go once every step is made.
 
     Before step i the script appends i to <id>.progress (synced before file steps), so the
     recovery of an interrupted run knows which steps may have been made."""
@@ -269,12 +293,11 @@ def _revert_paths(tx_id: str, state_dir: str) -> dict[str, str]:
 
 
 def arm_script(tx: Tx, seconds: int, state_dir: str = STATE_DIR) -> str:
-    """sh defining `arm`, run by the apply script after its last step (see script(arm=)).
+    """sh defining `arm`, run by the apply script after its last step (apply_script(arm=)).
     On success it sets ARMED to a short description for the status line."""
     q = shlex.quote
     rid = new_id()
-    revert = script(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
-                    state_dir=state_dir, rmdirs=tx.id)
+    revert = revert_script(tx, rid, state_dir)
     p = _revert_paths(tx.id, state_dir)
     runner = (f"mv {q(p['sh'])} {q(p['run'])} 2>/dev/null || exit 0; "
               f"sh {q(p['run'])} > {q(p['log'])} 2>&1; rm -f {q(p['run'])} {q(p['pid'])} "
@@ -288,7 +311,7 @@ def arm_script(tx: Tx, seconds: int, state_dir: str = STATE_DIR) -> str:
 
 
 def disarm_script(tx_id: str) -> str:
-    """For script(pre=...): a rollback of an unconfirmed transaction takes over from its
+    """For rollback_script: a rollback of an unconfirmed transaction takes over from its
     armed revert, or stops with REVERTING when the node is already reverting it."""
     return sh.render("disarm.sh", "disarm-pre.sh", NF_DISARM=tx_id)
 

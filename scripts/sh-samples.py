@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import shutil
 import subprocess
@@ -138,15 +139,16 @@ def samples() -> dict[str, str]:
     drift.update(Needs(scripts={"journal": journal.journal_script()}))
     tx = apply_tx()
     back = journal.inverse(tx, "20260101T000100Z-fedcba")
+    # a rollback of an unconfirmed apply: the sample with every part (disarm, marks, rmdirs)
+    unconfirmed = dataclasses.replace(tx, status="applied-unconfirmed 2026-01-01T00:00:00Z")
     out = {
         "facts.sh": build_script(needs),
         "facts-drift.sh": build_script(drift),
         "facts-empty.sh": build_script(Needs()),
-        "apply.sh": journal.script(tx),
-        "apply-force.sh": journal.script(tx, check=False),
-        "apply-confirm.sh": journal.script(tx, arm=journal.arm_script(tx, 120)),
-        "rollback.sh": journal.script(back, marks={tx.id: f"rolled-back {back.id}"},
-                                      pre=journal.disarm_script(tx.id), rmdirs=tx.id),
+        "apply.sh": journal.apply_script(tx),
+        "apply-force.sh": journal.apply_script(tx, force=True),
+        "apply-confirm.sh": journal.apply_script(tx, arm=journal.arm_script(tx, 120)),
+        "rollback.sh": journal.rollback_script(back, unconfirmed),
         "recover.sh": journal.recover_script(tx),
         "confirm.sh": journal.confirm_script(tx.id),
         "confirm-all.sh": journal.confirm_script(),

@@ -74,7 +74,7 @@ def test_list_parameters_are_words_and_blanks_are_refused():
 
 def test_a_script_carries_the_prelude_functions_it_uses():
     assert "nf_write()" not in build_script(Needs())
-    text = journal.script(journal.Tx("t", "apply", "h", "p", []))
+    text = journal.apply_script(journal.Tx("t", "apply", "h", "p", []))
     assert text.count("nf_write() {") == 1 and "nf_norm() {" in text
     assert sh.prelude_functions("nf_write x").split("() {")[0] == "nf_dir"  # its helpers
 
