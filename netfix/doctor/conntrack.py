@@ -8,8 +8,11 @@ counters or old log lines show is info (it happened; it may be over).
 
 from __future__ import annotations
 
-from netfix.doctor import Finding, Remedy, Sample, Severity
+from dataclasses import dataclass, field
+
+from netfix.doctor import Finding, LogLine, Remedy, Sample, Severity
 from netfix.doctor.parse import (
+    Window,
     conntrack_full_lines,
     conntrack_stat,
     in_window,
@@ -86,115 +89,156 @@ def _size_remedy(max_: int | None, count: int, settings: dict, why: str) -> Reme
     return Remedy(profile=profile, comments=comments, action=FIREWALL_HINT)
 
 
+@dataclass
+class Table:
+    """What the two samples say about this node's (netns's) table."""
+
+    sample: Sample
+    w: Window
+    settings: dict[str, str]
+    count: int
+    max: int | None
+    stat: tuple[dict[str, int], dict[str, int]]  # summed over CPUs, first and last sample
+    log: list[LogLine] = field(default_factory=list)  # "table full" kernel log lines
+
+    @property
+    def fill(self) -> float:
+        return self.count / self.max if self.max else 0.0
+
+    @property
+    def base(self) -> dict:
+        return {"count": self.count, "max": self.max or 0,
+                "fill_pct": round(100 * self.fill, 1)}
+
+    def rate(self, name: str) -> float:
+        st0, st1 = self.stat
+        return self.w.rate(st0.get(name, 0), st1[name]) if name in st1 else 0.0
+
+    def total(self, name: str) -> int:
+        return self.stat[1].get(name, 0)
+
+    def remedy(self, why: str) -> Remedy:
+        return _size_remedy(self.max, self.count, self.settings, why)
+
+
 def detect(sample: Sample) -> list[Finding]:
     w = window(sample, NAME)
     first, last = sections(w.first), sections(w.last)
-    settings = leaves(sections(sample.once.get(NAME)).get("settings"))
     counts = leaves(last.get("counts"))
-    count = to_int(counts.get("nf_conntrack_count"), 0) or 0
-    max_ = to_int(counts.get("nf_conntrack_max"))
-    st0, st1 = conntrack_stat(first.get("stat")), conntrack_stat(last.get("stat"))
-    log = [] if sample.netns else conntrack_full_lines(sample.klog)
-    fill = count / max_ if max_ else 0.0
-    base = {"count": count, "max": max_ or 0, "fill_pct": round(100 * fill, 1)}
+    t = Table(sample, w, leaves(sections(sample.once.get(NAME)).get("settings")),
+              to_int(counts.get("nf_conntrack_count"), 0) or 0,
+              to_int(counts.get("nf_conntrack_max")),
+              (conntrack_stat(first.get("stat")), conntrack_stat(last.get("stat"))),
+              [] if sample.netns else conntrack_full_lines(sample.klog))
+    return [f for check in (_table_full, _fill, _insert_failed, _search_restart, _chains,
+                            _timeout) for f in check(t)]
 
-    def rate(name: str) -> float:
-        return w.rate(st0.get(name, 0), st1.get(name, 0)) if name in st1 else 0.0
 
-    found = []
-    drop_s, early_s = rate("drop"), rate("early_drop")
-    boot_drops = st1.get("drop", 0) + st1.get("early_drop", 0)
-    log_now = any(in_window(sample, line) for line in log)
-    if drop_s > 0 or early_s > 0 or log_now or boot_drops or log:
-        now = drop_s > 0 or early_s > 0 or log_now
-        severity = (Severity.CRITICAL if drop_s > 0 or log_now
-                    else Severity.WARNING if early_s > 0 else Severity.INFO)
-        what = (f"{drop_s:.1f} drops/s, {early_s:.1f} early drops/s" if now else
-                f"{st1.get('drop', 0)} drops, {st1.get('early_drop', 0)} early drops since boot")
-        found.append(Finding(
-            code="conntrack-table-full", severity=severity, subject="conntrack",
-            summary=f"conntrack table full: {what}, {len(log)} 'table full' kernel lines, "
-                    f"{count}/{max_ or '?'} entries",
-            why="With the table full the kernel drops the first packet of every new "
-                "connection (early_drop evicts unanswered entries first): connects time out, "
-                "DNS over UDP retries after 5 s, probes fail.",
-            evidence={**base, "drop_per_s": round(drop_s, 2),
-                      "early_drop_per_s": round(early_s, 2), "drop": st1.get("drop", 0),
-                      "early_drop": st1.get("early_drop", 0), "log_lines": len(log)},
-            remedy=_size_remedy(max_, count, settings,
-                                f"conntrack-table-full: {drop_s:.1f} drops/s at max {max_}"),
-            now=now, last_seen=log[-1].wall if log else ""))
+def _table_full(t: Table) -> list[Finding]:
+    drop_s, early_s = t.rate("drop"), t.rate("early_drop")
+    log_now = any(in_window(t.sample, line) for line in t.log)
+    now = drop_s > 0 or early_s > 0 or log_now
+    if not now and not t.log and not t.total("drop") + t.total("early_drop"):
+        return []
+    severity = (Severity.CRITICAL if drop_s > 0 or log_now
+                else Severity.WARNING if early_s > 0 else Severity.INFO)
+    what = (f"{drop_s:.1f} drops/s, {early_s:.1f} early drops/s" if now else
+            f"{t.total('drop')} drops, {t.total('early_drop')} early drops since boot")
+    return [Finding(
+        code="conntrack-table-full", severity=severity, subject="conntrack",
+        summary=f"conntrack table full: {what}, {len(t.log)} 'table full' kernel lines, "
+                f"{t.count}/{t.max or '?'} entries",
+        why="With the table full the kernel drops the first packet of every new connection "
+            "(early_drop evicts unanswered entries first): connects time out, DNS over UDP "
+            "retries after 5 s, probes fail.",
+        evidence={**t.base, "drop_per_s": round(drop_s, 2),
+                  "early_drop_per_s": round(early_s, 2), "drop": t.total("drop"),
+                  "early_drop": t.total("early_drop"), "log_lines": len(t.log)},
+        remedy=t.remedy(f"conntrack-table-full: {drop_s:.1f} drops/s at max {t.max}"),
+        now=now, last_seen=t.log[-1].wall if t.log else "")]
 
-    if max_ and fill >= WARN_FILL:
-        found.append(Finding(
-            code="conntrack-fill-high",
-            severity=Severity.CRITICAL if fill >= CRIT_FILL else Severity.WARNING,
-            subject="conntrack", summary=f"conntrack table {100 * fill:.0f} % full "
-                                         f"({count} of {max_})",
-            why="Near the limit the kernel starts evicting entries and then drops new "
-                "connections; a burst (deploy, probe storm, scan) tips it over.",
-            evidence=base, now=True,
-            remedy=_size_remedy(max_, count, settings,
-                                f"conntrack-fill-high: {count} of {max_} entries")))
 
-    ins_s = rate("insert_failed")
-    if ins_s > 0 or st1.get("insert_failed", 0):
-        found.append(Finding(
-            code="conntrack-insert-failed",
-            severity=Severity.WARNING if ins_s > 0 else Severity.INFO, subject="conntrack",
-            summary=f"conntrack insert_failed: {ins_s:.2f}/s, "
-                    f"{st1.get('insert_failed', 0)} since boot",
-            why="Two packets of new flows raced for the same NAT tuple and one was dropped: "
-                "typically parallel A and AAAA DNS queries over one UDP socket, seen as 5 s "
-                "DNS delays.",
-            evidence={"insert_failed_per_s": round(ins_s, 2),
-                      "insert_failed": st1.get("insert_failed", 0)},
-            remedy=Remedy(action="Avoid parallel DNS queries on one socket (resolv.conf "
-                                 "`options single-request-reopen`, or NodeLocal DNSCache); "
-                                 "no kernel knob removes the race."),
-            now=ins_s > 0))
+def _fill(t: Table) -> list[Finding]:
+    if not t.max or t.fill < WARN_FILL:
+        return []
+    return [Finding(
+        code="conntrack-fill-high",
+        severity=Severity.CRITICAL if t.fill >= CRIT_FILL else Severity.WARNING,
+        subject="conntrack",
+        summary=f"conntrack table {100 * t.fill:.0f} % full ({t.count} of {t.max})",
+        why="Near the limit the kernel starts evicting entries and then drops new "
+            "connections; a burst (deploy, probe storm, scan) tips it over.",
+        evidence=t.base, now=True,
+        remedy=t.remedy(f"conntrack-fill-high: {t.count} of {t.max} entries"))]
 
-    restart_s = rate("search_restart")
-    if restart_s > 0:
-        found.append(Finding(
-            code="conntrack-search-restart", severity=Severity.INFO, subject="conntrack",
-            summary=f"conntrack lookups restarted {restart_s:.1f}/s",
-            why="A lookup met a chain that changed under it and started over: lookups get "
-                "slower under heavy churn or long chains.",
-            evidence={"search_restart_per_s": round(restart_s, 2)}, now=True))
 
-    buckets = to_int(settings.get("nf_conntrack_buckets"))
-    if max_ and buckets and max_ / buckets > LONG_CHAIN:
-        found.append(Finding(
-            code="conntrack-long-chains", severity=Severity.WARNING, subject="conntrack",
-            summary=f"nf_conntrack_max {max_} on {buckets} buckets: "
-                    f"{max_ / buckets:.1f} entries per chain when full",
-            why="Every packet walks its hash chain; raising max without buckets makes each "
-                "lookup slower exactly when the table is busiest.",
-            evidence={"max": max_, "buckets": buckets, "chain": round(max_ / buckets, 1)},
-            remedy=Remedy(profile={"conntrack": {"max": max_, "auto": None}}, comments={
-                "conntrack.max": f"conntrack-long-chains: {max_} entries on {buckets} "
-                                 f"buckets; buckets derived: {buckets_for(max_)}"}),
-            now=True))
+def _insert_failed(t: Table) -> list[Finding]:
+    rate, total = t.rate("insert_failed"), t.total("insert_failed")
+    if not rate and not total:
+        return []
+    return [Finding(
+        code="conntrack-insert-failed",
+        severity=Severity.WARNING if rate > 0 else Severity.INFO, subject="conntrack",
+        summary=f"conntrack insert_failed: {rate:.2f}/s, {total} since boot",
+        why="Two packets of new flows raced for the same NAT tuple and one was dropped: "
+            "typically parallel A and AAAA DNS queries over one UDP socket, seen as 5 s DNS "
+            "delays.",
+        evidence={"insert_failed_per_s": round(rate, 2), "insert_failed": total},
+        remedy=Remedy(action="Avoid parallel DNS queries on one socket (resolv.conf "
+                             "`options single-request-reopen`, or NodeLocal DNSCache); no "
+                             "kernel knob removes the race."),
+        now=rate > 0)]
 
-    established = to_int(settings.get("nf_conntrack_tcp_timeout_established"))
-    if established and established > LONG_ESTABLISHED and max_ and fill >= LONG_TIMEOUT_FILL:
-        remedy = _size_remedy(max_, count, settings, "")
-        timeouts = {"tcp_established": LONG_ESTABLISHED,
-                    **remedy.profile.get("conntrack", {}).get("timeouts", {})}
-        comments = {k: v for k, v in remedy.comments.items() if ".timeouts." in k}
-        comments["conntrack.timeouts.tcp_established"] = (
-            f"conntrack-long-timeout: {established} s at {100 * fill:.0f} % full; "
-            f"{LONG_ESTABLISHED} is kube-proxy's value")
-        found.append(Finding(
-            code="conntrack-long-timeout", severity=Severity.WARNING, subject="conntrack",
-            summary=f"tcp established timeout {established} s with the table "
-                    f"{100 * fill:.0f} % full",
-            why="Peers that vanish without FIN or RST (scanners, NAT'd clients) keep an "
-                f"entry for {established // 86400} days; on a busy table they crowd out "
-                "real connections.",
-            evidence={**base, "tcp_timeout_established": established},
-            remedy=Remedy(profile={"conntrack": {"timeouts": timeouts}}, comments=comments),
-            now=True))
-    return found
 
+def _search_restart(t: Table) -> list[Finding]:
+    rate = t.rate("search_restart")  # since boot it only says the node has been busy
+    if rate <= 0:
+        return []
+    return [Finding(
+        code="conntrack-search-restart", severity=Severity.INFO, subject="conntrack",
+        summary=f"conntrack lookups restarted {rate:.1f}/s",
+        why="A lookup met a chain that changed under it and started over: lookups get "
+            "slower under heavy churn or long chains.",
+        evidence={"search_restart_per_s": round(rate, 2)}, now=True)]
+
+
+def _chains(t: Table) -> list[Finding]:
+    buckets = to_int(t.settings.get("nf_conntrack_buckets"))
+    if not t.max or not buckets or t.max / buckets <= LONG_CHAIN:
+        return []
+    chain = t.max / buckets
+    return [Finding(
+        code="conntrack-long-chains", severity=Severity.WARNING, subject="conntrack",
+        summary=f"nf_conntrack_max {t.max} on {buckets} buckets: {chain:.1f} entries per "
+                "chain when full",
+        why="Every packet walks its hash chain; raising max without buckets makes each "
+            "lookup slower exactly when the table is busiest.",
+        evidence={"max": t.max, "buckets": buckets, "chain": round(chain, 1)},
+        remedy=Remedy(profile={"conntrack": {"max": t.max, "auto": None}}, comments={
+            "conntrack.max": f"conntrack-long-chains: {t.max} entries on {buckets} buckets; "
+                             f"buckets derived: {buckets_for(t.max)}"}),
+        now=True)]
+
+
+def _timeout(t: Table) -> list[Finding]:
+    established = to_int(t.settings.get("nf_conntrack_tcp_timeout_established"))
+    if not established or established <= LONG_ESTABLISHED or not t.max \
+            or t.fill < LONG_TIMEOUT_FILL:
+        return []
+    short = t.remedy("")
+    timeouts = {"tcp_established": LONG_ESTABLISHED,
+                **short.profile.get("conntrack", {}).get("timeouts", {})}
+    comments = {k: v for k, v in short.comments.items() if ".timeouts." in k}
+    comments["conntrack.timeouts.tcp_established"] = (
+        f"conntrack-long-timeout: {established} s at {100 * t.fill:.0f} % full; "
+        f"{LONG_ESTABLISHED} is kube-proxy's value")
+    return [Finding(
+        code="conntrack-long-timeout", severity=Severity.WARNING, subject="conntrack",
+        summary=f"tcp established timeout {established} s with the table "
+                f"{100 * t.fill:.0f} % full",
+        why="Peers that vanish without FIN or RST (scanners, NAT'd clients) keep an entry "
+            f"for {established // 86400} days; on a busy table they crowd out real "
+            "connections.",
+        evidence={**t.base, "tcp_timeout_established": established},
+        remedy=Remedy(profile={"conntrack": {"timeouts": timeouts}}, comments=comments),
+        now=True)]

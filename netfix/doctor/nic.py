@@ -10,10 +10,12 @@ Interfaces without a device (veth, bridges, tunnels) never go above info.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from netfix import ethtool
 from netfix.doctor import Finding, Remedy, Sample, Severity
 from netfix.doctor.parse import (
+    Window,
     ethtool_stats,
     flag,
     iface_lines,
@@ -86,6 +88,21 @@ def _ring_remedy(iface: str, ring_text: str | None, why: str) -> tuple[Remedy, d
     ), evidence
 
 
+@dataclass
+class Iface:
+    """One interface's two samples: sysfs statistics and `ethtool -S` counters."""
+
+    name: str
+    hw: bool  # backed by a device; virtual interfaces are capped at info
+    driver: str
+    sysfs: tuple[dict[str, int], dict[str, int]]
+    stats: tuple[dict[str, int], dict[str, int]]
+    rx_s: float  # received packets per second
+
+    def severity(self, severity: Severity) -> Severity:
+        return severity if self.hw else Severity.INFO
+
+
 def detect(sample: Sample) -> list[Finding]:
     w = window(sample, NAME)
     first, last = sections(w.first), sections(w.last)
@@ -94,77 +111,90 @@ def detect(sample: Sample) -> list[Finding]:
     irqbalance = flag(once.get("irqbalance"), "running")
     sys0, sys1 = sysfs_stats(first.get("stats")), sysfs_stats(last.get("stats"))
     found = []
-    for iface in sorted(sys1):
-        if iface == "lo":
-            continue
-        info = ifaces.get(iface, {})
-        hw = info.get("kind") == "hw"
-        driver = info.get("driver", "")
-        s0, s1 = sys0.get(iface, {}), sys1.get(iface, {})
-        e0 = ethtool_stats(first.get(f"ethtool {iface}"))
-        e1 = ethtool_stats(last.get(f"ethtool {iface}"))
-        rx_s = w.rate(s0.get("rx_packets", 0), s1.get("rx_packets", 0))
-        cap = (lambda sev: sev) if hw else (lambda sev: Severity.INFO)
-
-        c0, c1 = _counters(e0, s0, driver), _counters(e1, s1, driver)
-        rates = {k: w.rate(c0.get(k, 0), v) for k, v in c1.items()}
-        drop_s = max(rates.values(), default=0.0)  # max, not sum: totals repeat queues
-        boot = max(c1.values(), default=0)
-        if drop_s > 0 or boot:
-            top = max(c1, key=lambda k: (rates.get(k, 0.0), c1[k]))
-            share = drop_s / (rx_s + drop_s) if rx_s + drop_s else 0.0
-            severity = (Severity.CRITICAL if drop_s >= CRIT_RATE or share >= CRIT_SHARE
-                        else Severity.WARNING) if drop_s > 0 else Severity.INFO
-            why = f"nic-rx-drops: {drop_s:.1f}/s on {iface} ({top})"
-            remedy, ring = _ring_remedy(iface, once.get(f"ring {iface}"), why)
-            if not irqbalance and hw:
-                remedy.action = (remedy.action + " " if remedy.action else "") + (
-                    "irqbalance is not running: the queue interrupts may all land on one CPU.")
-            found.append(Finding(
-                code="nic-rx-drops", severity=cap(severity), subject=iface,
-                summary=(f"{iface} drops {drop_s:.1f} packets/s on receive ({top})" if drop_s
-                         else f"{iface}: {boot} receive drops since boot ({top})"),
-                why="The NIC had no free buffer for arriving packets (ring full, CPU too slow "
-                    "to refill it, or no memory): they are lost before the kernel sees them.",
-                evidence={"drops_per_s": round(drop_s, 2), "drops": boot, "counter": top,
-                          "rx_packets_per_s": round(rx_s, 1),
-                          "share_pct": round(100 * share, 3), "driver": driver, **ring,
-                          **{f"{k}_per_s": round(v, 2) for k, v in rates.items() if v}},
-                remedy=remedy, now=drop_s > 0))
-
-        allow1 = {k: v for k, v in e1.items() if ALLOWANCE.search(k)}
-        allow_s = {k: w.rate(e0.get(k, 0), v) for k, v in allow1.items()}
-        if any(allow_s.values()) or any(allow1.values()):
-            top = max(allow1, key=lambda k: (allow_s[k], allow1[k]))
-            now = allow_s[top] > 0
-            found.append(Finding(
-                code="nic-allowance-exceeded",
-                severity=cap(Severity.WARNING if now else Severity.INFO), subject=iface,
-                summary=f"{iface}: {top} {allow_s[top]:.1f}/s, {allow1[top]} since boot",
-                why="The cloud hypervisor enforces per-instance limits on bandwidth, packets "
-                    "per second and tracked connections, and drops what exceeds them.",
-                evidence={"counter": top, "per_s": round(allow_s[top], 2),
-                          **{k: v for k, v in allow1.items() if v}},
-                remedy=Remedy(action="Move the node to an instance type with a higher "
-                                     "allowance, or spread the traffic over more nodes; "
-                                     "conntrack_allowance_exceeded: fewer tracked flows "
-                                     "(security groups track every connection)."),
-                now=now))
-
-        soft_s = w.rate(s0.get("rx_dropped", 0), s1.get("rx_dropped", 0))
-        if soft_s > 0:
-            share = soft_s / (rx_s + soft_s)
-            loud = soft_s >= SOFT_RATE and share >= SOFT_SHARE
-            found.append(Finding(
-                code="nic-rx-dropped",
-                severity=cap(Severity.WARNING if loud else Severity.INFO), subject=iface,
-                summary=f"{iface} rx_dropped {soft_s:.1f}/s ({100 * share:.2f} % of packets)",
-                why="The kernel discarded received frames: a full backlog, a filter, or "
-                    "frames no protocol wanted (which is harmless).",
-                evidence={"rx_dropped_per_s": round(soft_s, 2), "rx_packets_per_s":
-                          round(rx_s, 1), "share_pct": round(100 * share, 3)},
-                remedy=Remedy(action="Compare with softnet-backlog-drops; if those are "
-                                     "zero, capture with `tcpdump -e` to see which frames "
-                                     "are dropped (LLDP, unknown ethertypes)."),
-                now=True))
+    for name in sorted(set(sys1) - {"lo"}):
+        info = ifaces.get(name, {})
+        s0, s1 = sys0.get(name, {}), sys1.get(name, {})
+        iface = Iface(name, info.get("kind") == "hw", info.get("driver", ""), (s0, s1),
+                      (ethtool_stats(first.get(f"ethtool {name}")),
+                       ethtool_stats(last.get(f"ethtool {name}"))),
+                      w.rate(s0.get("rx_packets", 0), s1.get("rx_packets", 0)))
+        found += _drops(iface, w, once.get(f"ring {name}"), irqbalance)
+        found += _allowance(iface, w)
+        found += _soft_drops(iface, w)
     return found
+
+
+def _drops(iface: Iface, w: Window, ring_text: str | None, irqbalance: bool) -> list[Finding]:
+    c0 = _counters(iface.stats[0], iface.sysfs[0], iface.driver)
+    c1 = _counters(iface.stats[1], iface.sysfs[1], iface.driver)
+    rates = {k: w.rate(c0.get(k, 0), v) for k, v in c1.items()}
+    drop_s = max(rates.values(), default=0.0)  # max, not sum: totals repeat queues
+    boot = max(c1.values(), default=0)
+    if not drop_s and not boot:
+        return []
+    top = max(c1, key=lambda k: (rates.get(k, 0.0), c1[k]))
+    share = drop_s / (iface.rx_s + drop_s) if drop_s else 0.0
+    severity = (Severity.CRITICAL if drop_s >= CRIT_RATE or share >= CRIT_SHARE
+                else Severity.WARNING) if drop_s > 0 else Severity.INFO
+    remedy, ring = _ring_remedy(iface.name, ring_text,
+                                f"nic-rx-drops: {drop_s:.1f}/s on {iface.name} ({top})")
+    if not irqbalance and iface.hw:
+        remedy.action = (remedy.action + " irqbalance is not running: the queue interrupts "
+                         "may all land on one CPU.").strip()
+    return [Finding(
+        code="nic-rx-drops", severity=iface.severity(severity), subject=iface.name,
+        summary=(f"{iface.name} drops {drop_s:.1f} packets/s on receive ({top})" if drop_s
+                 else f"{iface.name}: {boot} receive drops since boot ({top})"),
+        why="The NIC had no free buffer for arriving packets (ring full, CPU too slow to "
+            "refill it, or no memory): they are lost before the kernel sees them.",
+        evidence={"drops_per_s": round(drop_s, 2), "drops": boot, "counter": top,
+                  "rx_packets_per_s": round(iface.rx_s, 1), "share_pct": round(100 * share, 3),
+                  "driver": iface.driver, **ring,
+                  **{f"{k}_per_s": round(v, 2) for k, v in rates.items() if v}},
+        remedy=remedy, now=drop_s > 0)]
+
+
+def _allowance(iface: Iface, w: Window) -> list[Finding]:
+    e0, e1 = iface.stats
+    total = {k: v for k, v in e1.items() if ALLOWANCE.search(k)}
+    rates = {k: w.rate(e0.get(k, 0), v) for k, v in total.items()}
+    if not any(rates.values()) and not any(total.values()):
+        return []
+    top = max(total, key=lambda k: (rates[k], total[k]))
+    now = rates[top] > 0
+    return [Finding(
+        code="nic-allowance-exceeded",
+        severity=iface.severity(Severity.WARNING if now else Severity.INFO),
+        subject=iface.name,
+        summary=f"{iface.name}: {top} {rates[top]:.1f}/s, {total[top]} since boot",
+        why="The cloud hypervisor enforces per-instance limits on bandwidth, packets per "
+            "second and tracked connections, and drops what exceeds them.",
+        evidence={"counter": top, "per_s": round(rates[top], 2),
+                  **{k: v for k, v in total.items() if v}},
+        remedy=Remedy(action="Move the node to an instance type with a higher allowance, "
+                             "or spread the traffic over more nodes; "
+                             "conntrack_allowance_exceeded: fewer tracked flows (security "
+                             "groups track every connection)."),
+        now=now)]
+
+
+def _soft_drops(iface: Iface, w: Window) -> list[Finding]:
+    s0, s1 = iface.sysfs
+    soft_s = w.rate(s0.get("rx_dropped", 0), s1.get("rx_dropped", 0))
+    if soft_s <= 0:
+        return []  # since boot it is nearly always > 0 and says nothing
+    share = soft_s / (iface.rx_s + soft_s)
+    loud = soft_s >= SOFT_RATE and share >= SOFT_SHARE
+    return [Finding(
+        code="nic-rx-dropped",
+        severity=iface.severity(Severity.WARNING if loud else Severity.INFO),
+        subject=iface.name,
+        summary=f"{iface.name} rx_dropped {soft_s:.1f}/s ({100 * share:.2f} % of packets)",
+        why="The kernel discarded received frames: a full backlog, a filter, or frames no "
+            "protocol wanted (which is harmless).",
+        evidence={"rx_dropped_per_s": round(soft_s, 2), "rx_packets_per_s":
+                  round(iface.rx_s, 1), "share_pct": round(100 * share, 3)},
+        remedy=Remedy(action="Compare with softnet-backlog-drops; if those are zero, "
+                             "capture with `tcpdump -e` to see which frames are dropped "
+                             "(LLDP, unknown ethertypes)."),
+        now=True)]

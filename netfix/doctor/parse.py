@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 from netfix.doctor import LogLine, Sample
 
-U32 = 1 << 32  # softnet_stat and nf_conntrack stat print `unsigned int` counters as %08x
-
 
 def sections(text: str | None) -> dict[str, str]:
     """`== NAME` marker lines -> the text up to the next marker."""
@@ -316,7 +314,3 @@ def window(sample: Sample, name: str) -> Window:
 def in_window(sample: Sample, line: LogLine) -> bool:
     """The kernel logged it within the sampling window (uptime clocks of the same boot)."""
     return sample.window > 0 and sample.uptime > 0 and line.uptime >= sample.uptime - sample.window
-
-
-def pct(value: float) -> str:
-    return f"{value:.0f} %"

@@ -59,61 +59,62 @@ def detect(sample: Sample) -> list[Finding]:
     rows0 = {r.cpu: r for r in softnet(first.get("softnet_stat"))}
     rows1 = {r.cpu: r for r in softnet(last.get("softnet_stat"))}
     cpus = len(rows1) or sample.cpus
-    found = []
 
     def per_cpu(attr: str) -> dict[int, float]:
         return {cpu: w.rate(getattr(rows0[cpu], attr), getattr(r, attr), 32)
                 for cpu, r in rows1.items() if cpu in rows0}
 
-    drops = per_cpu("dropped")
+    return (_backlog(per_cpu("dropped"), rows1, settings)
+            + _squeeze(sum(per_cpu("time_squeeze").values()), settings)
+            + _one_cpu(w, first, last, once, cpus))
+
+
+def _backlog(drops: dict[int, float], rows: dict, settings: dict) -> list[Finding]:
     drop_s = sum(drops.values())
-    boot_drops = sum(r.dropped for r in rows1.values())
-    if drop_s > 0 or boot_drops:
-        worst = max(rows1, key=lambda c: (drops.get(c, 0.0), rows1[c].dropped))
-        key = "net.core.netdev_max_backlog"
-        value = _raise(settings, "netdev_max_backlog", 2000)
-        found.append(Finding(
-            code="softnet-backlog-drops",
-            severity=(Severity.CRITICAL if drop_s >= CRIT_DROPS else
-                      Severity.WARNING if drop_s > 0 else Severity.INFO),
-            subject="softnet",
-            summary=(f"backlog drops {drop_s:.1f}/s (most on cpu {worst})" if drop_s > 0
-                     else f"{boot_drops} backlog drops since boot"),
-            why="A CPU's input queue (netdev_max_backlog packets) was full and the kernel "
-                "dropped what arrived: retransmits and stalls for the flows hashed to it.",
-            evidence={"dropped_per_s": round(drop_s, 2), "dropped": boot_drops,
-                      "cpu": worst, "netdev_max_backlog":
-                          to_int(settings.get("netdev_max_backlog"), 0) or 0},
-            remedy=Remedy(profile={"sysctl": {key: value}}, comments={
-                f"sysctl.{key}": f"softnet-backlog-drops: {drop_s:.1f}/s, {boot_drops} "
-                                 "since boot"}),
-            now=drop_s > 0))
-
-    squeeze_s = sum(per_cpu("time_squeeze").values())
-    if squeeze_s > 0:
-        budget, usecs = "net.core.netdev_budget", "net.core.netdev_budget_usecs"
-        found.append(Finding(
-            code="softnet-time-squeeze",
-            severity=Severity.WARNING if squeeze_s >= WARN_SQUEEZE else Severity.INFO,
-            subject="softnet", summary=f"NET_RX budget exhausted {squeeze_s:.1f}/s",
-            why="The receive softirq stopped with packets still queued and left them to "
-                "ksoftirqd: latency first, backlog and ring drops next.",
-            evidence={"time_squeeze_per_s": round(squeeze_s, 2),
-                      "netdev_budget": to_int(settings.get("netdev_budget"), 0) or 0,
-                      "netdev_budget_usecs": to_int(settings.get("netdev_budget_usecs"), 0)
-                      or 0},
-            remedy=Remedy(profile={"sysctl": {
-                budget: _raise(settings, "netdev_budget", 600),
-                usecs: _raise(settings, "netdev_budget_usecs", 4000)}}, comments={
-                f"sysctl.{budget}": f"softnet-time-squeeze: {squeeze_s:.1f}/s",
-                f"sysctl.{usecs}": f"softnet-time-squeeze: {squeeze_s:.1f}/s"}),
-            now=True))
-
-    found += _one_cpu(sample, w, first, last, once, cpus)
-    return found
+    boot_drops = sum(r.dropped for r in rows.values())
+    if not drop_s and not boot_drops:
+        return []
+    worst = max(rows, key=lambda c: (drops.get(c, 0.0), rows[c].dropped))
+    key = "net.core.netdev_max_backlog"
+    return [Finding(
+        code="softnet-backlog-drops",
+        severity=(Severity.CRITICAL if drop_s >= CRIT_DROPS else
+                  Severity.WARNING if drop_s > 0 else Severity.INFO),
+        subject="softnet",
+        summary=(f"backlog drops {drop_s:.1f}/s (most on cpu {worst})" if drop_s > 0
+                 else f"{boot_drops} backlog drops since boot"),
+        why="A CPU's input queue (netdev_max_backlog packets) was full and the kernel "
+            "dropped what arrived: retransmits and stalls for the flows hashed to it.",
+        evidence={"dropped_per_s": round(drop_s, 2), "dropped": boot_drops, "cpu": worst,
+                  "netdev_max_backlog": to_int(settings.get("netdev_max_backlog"), 0) or 0},
+        remedy=Remedy(profile={"sysctl": {key: _raise(settings, "netdev_max_backlog", 2000)}},
+                      comments={f"sysctl.{key}": f"softnet-backlog-drops: {drop_s:.1f}/s, "
+                                                 f"{boot_drops} since boot"}),
+        now=drop_s > 0)]
 
 
-def _one_cpu(sample, w, first, last, once, cpus) -> list[Finding]:
+def _squeeze(squeeze_s: float, settings: dict) -> list[Finding]:
+    if squeeze_s <= 0:
+        return []  # since boot: nearly every busy node has some; only a rate says much
+    budget, usecs = "net.core.netdev_budget", "net.core.netdev_budget_usecs"
+    return [Finding(
+        code="softnet-time-squeeze",
+        severity=Severity.WARNING if squeeze_s >= WARN_SQUEEZE else Severity.INFO,
+        subject="softnet", summary=f"NET_RX budget exhausted {squeeze_s:.1f}/s",
+        why="The receive softirq stopped with packets still queued and left them to "
+            "ksoftirqd: latency first, backlog and ring drops next.",
+        evidence={"time_squeeze_per_s": round(squeeze_s, 2),
+                  "netdev_budget": to_int(settings.get("netdev_budget"), 0) or 0,
+                  "netdev_budget_usecs": to_int(settings.get("netdev_budget_usecs"), 0) or 0},
+        remedy=Remedy(profile={"sysctl": {
+            budget: _raise(settings, "netdev_budget", 600),
+            usecs: _raise(settings, "netdev_budget_usecs", 4000)}}, comments={
+            f"sysctl.{budget}": f"softnet-time-squeeze: {squeeze_s:.1f}/s",
+            f"sysctl.{usecs}": f"softnet-time-squeeze: {squeeze_s:.1f}/s"}),
+        now=True)]
+
+
+def _one_cpu(w, first: dict, last: dict, once: dict, cpus: int) -> list[Finding]:
     if not w.rates or cpus < 2:
         return []
     rx0 = softirqs(first.get("softirqs")).get("NET_RX", {})
