@@ -1,0 +1,40 @@
+# softnet detector: backlog drops, budget squeezes and NET_RX per CPU. Host-global files
+# (the detector ignores them inside a network namespace). Read-only.
+
+# Sysctls the remedy raises (one grep: the shell's `read` cannot read /proc/sys, see
+# conntrack.sh), RPS masks of the default-route interfaces (is RPS already on?) and
+# whether irqbalance runs (builtins only: no process per file).
+once_softnet() {
+  echo "== settings"
+  grep -H . /proc/sys/net/core/netdev_max_backlog /proc/sys/net/core/netdev_budget \
+    /proc/sys/net/core/netdev_budget_usecs 2>/dev/null
+  echo "== rps"
+  # /proc/net/route: Iface Destination ...; destination 00000000 is a default route.
+  while read -r _sn_if _sn_dst _sn_rest; do
+    [ "$_sn_dst" = 00000000 ] || continue
+    for _sn_q in "/sys/class/net/$_sn_if/queues/"rx-*; do
+      [ -r "$_sn_q/rps_cpus" ] || continue
+      read -r _sn_v < "$_sn_q/rps_cpus" && echo "$_sn_if ${_sn_q##*/} $_sn_v"
+    done
+  done < /proc/net/route
+  echo "== irqbalance"
+  _sn_run=0
+  for _sn_p in /proc/[0-9]*; do
+    _sn_c=""
+    read -r _sn_c 2>/dev/null < "$_sn_p/comm"
+    [ "$_sn_c" = irqbalance ] && _sn_run=1 && break
+  done
+  echo "running $_sn_run"
+}
+
+sample_softnet() {
+  if [ -r /proc/net/softnet_stat ]; then
+    echo "== softnet_stat"
+    cat /proc/net/softnet_stat 2>/dev/null
+  fi
+  if [ -r /proc/softirqs ]; then
+    echo "== softirqs"
+    grep -E '^ *(CPU|NET_RX:|NET_TX:)' /proc/softirqs 2>/dev/null
+  fi
+  return 0
+}
