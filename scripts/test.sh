@@ -11,6 +11,7 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
 fi
 shellcheck .ci/run scripts/*.sh molecule/vm/files/state.sh
+shellcheck -s sh netfix/doctor/*.sh
 # Leftovers of an interrupted earlier run would collide with the lab's names.
 flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true
 # Molecule first, so that pytest's summary is the last line of the run. Same lab lock as
