@@ -116,6 +116,7 @@ def build_script(mods: Sequence[ModuleType], window: float,
             raise NetfixError(f"detector name {n!r} is not a plain identifier")
     parts = ["#!/bin/sh", "# netfix doctor (read-only)", "LC_ALL=C; export LC_ALL",
              f"ND_WINDOW={window:g}", f"ND_PROBE={shlex.quote(' '.join(targets))}",
+             "export ND_WINDOW ND_PROBE",
              _sh("common.sh")]
     parts += [_sh(f"{n}.sh") for n in names]
     body = ["nd_common"]
