@@ -4,8 +4,8 @@
 
 once_synflood() {
   for k in ipv4/tcp_syncookies ipv4/tcp_max_syn_backlog core/somaxconn ipv4/tcp_synack_retries; do
-    v=""
-    read -r v < "/proc/sys/net/$k" 2>/dev/null && printf 'sysctl %s %s\n' "$k" "$v"
+    # cat, not read: dash reads byte by byte and numeric sysctls return EOF at offset 1
+    v=$(cat "/proc/sys/net/$k" 2>/dev/null) && printf 'sysctl %s %s\n' "$k" "$v"
   done
   if command -v ss >/dev/null 2>&1; then
     ss -Hltn 2>/dev/null | while read -r _ recvq sendq local _; do

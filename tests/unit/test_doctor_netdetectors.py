@@ -148,3 +148,15 @@ def test_kernel_log_lines_but_not_in_a_netns():
     assert f.severity == Severity.WARNING and f.last_seen == "2023-11-14T22:13:09Z"
     s.netns = True
     assert synflood.detect(s) == []
+
+
+def test_once_synflood_reads_whole_sysctl_values_here():
+    """dash's `read` gets only the first byte of a numeric sysctl: the sh must not use it."""
+    import subprocess
+
+    sh = Path(synflood.__file__).with_name("synflood.sh")
+    out = subprocess.run(["sh", "-c", f". {sh}; once_synflood"], capture_output=True,
+                         text=True).stdout
+    sysctls, _ = synflood._once(out)
+    for path, field in synflood.SYSCTL.items():
+        assert sysctls[field] == int(Path(f"/proc/sys/net/{path}").read_text()), field
