@@ -215,7 +215,8 @@ def write(report: DoctorReport, file: str | Path) -> list[str]:
                         f"{path}")
     for host, f in manual:
         what = f.remedy.action or "no remedy known: investigate"
-        messages.append(f"by hand: {host} {f.code} ({f.severity}, {f.subject}): {what}")
+        kind = "also by hand" if f.remedy.profile else "by hand (no knob fixes it)"
+        messages.append(f"{kind}: {host} {f.code} ({f.severity}, {f.subject}): {what}")
     return messages
 
 
@@ -236,16 +237,17 @@ def render(entry: dict[str, Any], manual: list[tuple[str, Finding]], clean: list
     for host, f in entry["findings"]:
         head += _comment(f"{host} {f.code} [{f.severity}] {f.subject}: {f.summary}", "", "#   ")
     mine = [(h, f) for h, f in manual if h in hosts]
-    if mine:
-        head += ["#", "# NOT fixed by any knob here - do these by hand:"]
-        for host, f in mine:
+    for title, rows in (("NOT fixed by any knob - do these by hand:",
+                         [(h, f) for h, f in mine if not f.remedy.profile]),
+                        ("Also to do by hand (besides the values below):",
+                         [(h, f) for h, f in mine if f.remedy.profile]),
+                        ("Other hosts' findings that need a person:",
+                         [(h, f) for h, f in manual if h not in hosts])):
+        if rows:
+            head += ["#", f"# {title}"]
+        for host, f in rows:
             head += _comment(f"{host} {f.code} [{f.severity}] {f.subject}: "
                              f"{f.remedy.action or 'no remedy known: investigate'}", "", "#   ")
-    others = [(h, f) for h, f in manual if h not in hosts]
-    if others:
-        head += ["#", "# Other hosts' findings that need a person:"]
-        for host, f in others:
-            head += _comment(f"{host} {f.code} [{f.severity}]: {f.remedy.action}", "", "#   ")
     if clean:
         head += ["#", f"# No knob-fixable finding on: {', '.join(clean)}"]
     body: dict[str, Any] = {"description": f"netfix doctor remedy for {', '.join(hosts)}"}

@@ -61,6 +61,12 @@ def _raise(current: int | None) -> int:
     return min(BACKLOG_CAP, max(BACKLOG_FLOOR * 2, 2 * (current or 0)))
 
 
+FIREWALL = ("if the SYNs come from outside the cluster to NodePorts, restrict them with the "
+            "profile's `firewall` section (NodePort allow-list)")
+APP = ("the accept queue is min(the application's listen() backlog, somaxconn): raise the "
+       "application's backlog too, or find why it accepts slowly")
+
+
 def _remedy(sysctls: dict[str, int], evidence: str, cookies: bool) -> Remedy:
     prof: dict[str, int] = {}
     comments: dict[str, str] = {}
@@ -76,11 +82,7 @@ def _remedy(sysctls: dict[str, int], evidence: str, cookies: bool) -> Remedy:
         prof["synack_retries"] = 3
         comments["syn_flood.synack_retries"] = (f"{evidence}; half-open entries of spoofed "
                                                 "SYNs leave the queue after ~15 s, not ~63 s")
-    return Remedy({"syn_flood": prof}, comments,
-                  action="if the SYNs come from outside the cluster to NodePorts, restrict "
-                  "them with the profile's `firewall` section (NodePort allow-list); a "
-                  "listener with a small listen() backlog needs its application's backlog "
-                  "raised too")
+    return Remedy({"syn_flood": prof}, comments, action=FIREWALL if cookies else APP)
 
 
 def _log_lines(klog: list[LogLine]) -> dict[str, list[LogLine]]:

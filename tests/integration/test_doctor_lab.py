@@ -243,3 +243,36 @@ def test_syn_flood_is_reported_and_its_remedy_planned(lab, tmp_path):
         assert plan["hosts"][0]["changes"], plan
     finally:
         lab.sh("node2", "sysctl -qw net.ipv4.tcp_syncookies=1")
+
+
+def test_overlay_mtu_above_its_underlay(lab):
+    lab.sh("node3", "ip link add vxlan.calico type vxlan id 42 dev eth1 dstport 4789 && "
+           "ip link set vxlan.calico mtu 1450 up && ip link set eth1 mtu 1400")
+    try:
+        report, _ = doctor(lab, "--window", "0", "--limit", "node3", rc=2)
+        f = findings(report, "node3")["mtu-overlay-too-large"]
+        assert f["subject"] == "vxlan.calico"
+        assert (f["evidence"]["overlay_mtu"], f["evidence"]["limit"]) == (1450, 1350)
+        assert "1400 - 50" in f["summary"]
+    finally:
+        lab.sh("node3", "ip link del vxlan.calico; ip link set eth1 mtu 1500")
+
+
+def test_probe_mtu_finds_the_black_hole_between_lab_nodes(lab):
+    if not shutil.which("ping"):
+        skip_or_fail("ping is not installed (scripts/setup.sh installs iputils-ping)",
+                     "--probe-mtu")
+    # node1 sends 9000-byte frames; its veth peer on the lab bridge carries 1500: dropped
+    # without an ICMP error, while small packets (and TCP, clamped by the peer's MSS) pass.
+    lab.sh("node1", "ip link set eth0 mtu 9000")
+    try:
+        report, _ = doctor(lab, "--window", "0", "--limit", "node1,node2", "--probe-mtu",
+                           rc=2)
+        assert problems(report) == [("node1", "mtu-black-hole")], problems(report)
+        f = findings(report, "node1")["mtu-black-hole"]
+        assert f["severity"] == "critical" and f["evidence"]["peer"] == "10.251.0.12"
+        assert f["evidence"]["mtu"] == 9000
+    finally:
+        lab.sh("node1", "ip link set eth0 mtu 1500")
+    report, _ = doctor(lab, "--window", "0", "--limit", "node1,node2", "--probe-mtu", rc=0)
+    assert problems(report) == []

@@ -149,7 +149,9 @@ def test_fix_profile_is_valid_commented_and_lists_the_rest(tmp_path):
     assert data["syn_flood"]["syncookies"] == 1 and data["syn_flood"]["max_syn_backlog"] == 8192
     assert "# synflood-syn-drops (critical, n1): TCPReqQFullDrop +500 in 2 s" in text
     assert "addresses-static-and-dhcp" in text and "fix eth1's configuration" in text
-    assert any(line.startswith("by hand: n1 addresses-static-and-dhcp") for line in lines)
+    assert any(line.startswith("by hand (no knob fixes it): n1 addresses-static-and-dhcp")
+               for line in lines)
+    assert any(line.startswith("also by hand: n1 synflood-syn-drops") for line in lines)
     assert any("not checked" in line and "ghost" in line for line in lines)
     hosts = yaml.safe_load((tmp_path / "fix.hosts.yaml").read_text())
     assert hosts == {"hosts": {"n1": {"profile": str(out.resolve())}}}
