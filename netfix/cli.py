@@ -463,8 +463,8 @@ class DoctorCommand(DriftCommand):
 @click.option("--markdown", "md_file", metavar="FILE", help="Write a Markdown summary.")
 @click.option("--fix-profile", "fix_file", metavar="FILE", help="Write the remedies of the "
               "knob-fixable findings as a profile extending each host's profile (one file per "
-              "distinct remedy set, FILE.hosts.yaml names which hosts get which); findings "
-              "no knob fixes are listed with their action.")
+              "distinct remedy set; STEM.hosts.yaml beside it names which hosts get which); "
+              "findings no knob fixes are listed with their action.")
 @click.option("--probe-mtu", is_flag=True, help="Also ping (-M do) the inventory's other "
               "selected nodes at the full interface MTU, to find MTU black holes.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show info findings, why each "

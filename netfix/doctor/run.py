@@ -99,7 +99,11 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
 
 
 def _sh(name: str) -> str:
-    return resources.files("netfix.doctor").joinpath(name).read_text()
+    try:
+        return resources.files("netfix.doctor").joinpath(name).read_text()
+    except OSError as e:
+        raise NetfixError(f"netfix/doctor/{name} is missing ({e.strerror or e}): every "
+                          "detector needs its sh next to it (package data)") from None
 
 
 def build_script(mods: Sequence[ModuleType], window: float,

@@ -184,7 +184,13 @@ LISTENER = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_S
 
 
 def test_syn_flood_is_reported_and_its_remedy_planned(lab, tmp_path):
+    """node2 has profile `base` in the inventory and is in sync with it; then its
+    syncookies are turned off by hand and it is flooded. The remedy profile extends base and
+    its plan holds exactly the remedies."""
     src, dst = lab.nodes["node1"].address, lab.nodes["node2"].address
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(lab.inventory.read_text().replace("vars:\n", "vars:\n  profile: base\n", 1))
+    lab.netfix("apply", "--yes", "-i", str(inv), "--limit", "node2")
     (lab.dir / "syn.py").write_text(SYN_SENDER)
     (lab.dir / "listen.py").write_text(LISTENER.format(addr=dst))
     assert lab.sysctl("node2", "net.ipv4.tcp_syncookies") == "1"
@@ -199,9 +205,9 @@ def test_syn_flood_is_reported_and_its_remedy_planned(lab, tmp_path):
         sender = start(lab, "node1", f"python3 {lab.dir / 'syn.py'} {src} {dst} 8080 8")
         time.sleep(0.5)
         fix = tmp_path / "fix.yaml"
-        report, p = doctor(lab, "--window", "2", "--limit", "node2", "--fix-profile", str(fix),
-                           "--junit", str(tmp_path / "s.xml"), "--prometheus",
-                           str(tmp_path / "s.prom"), rc=2)
+        report, p = doctor(lab, "-i", str(inv), "--window", "2", "--limit", "node2",
+                           "--fix-profile", str(fix), "--junit", str(tmp_path / "s.xml"),
+                           "--prometheus", str(tmp_path / "s.prom"), rc=2)
     finally:
         if sender:
             lab.sh("node1", f"kill {sender}", check=False)
@@ -225,24 +231,35 @@ def test_syn_flood_is_reported_and_its_remedy_planned(lab, tmp_path):
         rate = {s.labels["source"]: s.value
                 for s in fams["netfix_doctor_drops_per_second"].samples}
         assert rate["TCPReqQFullDrop"] > 25
-        # the remedy profile: syncookies on, larger backlogs, each value commented
+        # the remedy profile: extends base, syncookies on, larger backlogs, each commented;
+        # base owns syncookies and the backlogs under `sysctl:`, so they stay there
         text = fix.read_text()
-        prof = yaml.safe_load(text)["syn_flood"]
-        assert "syncookies" in prof, text + p.stdout
-        assert prof["syncookies"] == 1 and prof["max_syn_backlog"] >= 8192
-        assert prof["somaxconn"] >= 8192
+        prof = yaml.safe_load(text)
+        assert prof["extends"] == "base", text
+        sysctl = prof["sysctl"]
+        assert sysctl["net.ipv4.tcp_syncookies"] == 1, text
+        assert sysctl["net.core.somaxconn"] == ">=8192"
+        assert sysctl["net.ipv4.tcp_max_syn_backlog"] == ">=8192"
+        assert prof["syn_flood"] == {"synack_retries": 3}
         assert "# synflood-syn-drops (critical, node2): TCPReqQFullDrop +" in text
+        hosts = yaml.safe_load((tmp_path / "fix.hosts.yaml").read_text())
+        assert hosts == {"hosts": {"node2": {"profile": str(fix.resolve())}}}
         lab.netfix("profiles", "show", str(fix), inventory=False)
-        plan = lab.plan_json("--profile", str(fix), "--limit", "node2")
-        changes = {c["target"]: c for c in plan["hosts"][0]["changes"]}
-        assert changes["net.ipv4.tcp_syncookies"]["current"] == "0"
-        assert changes["net.ipv4.tcp_syncookies"]["desired"] == "1"
-        assert changes["net.core.somaxconn"]["desired"] == str(prof["somaxconn"])
-        assert changes["net.ipv4.tcp_max_syn_backlog"]["desired"] == str(
-            prof["max_syn_backlog"])
-        assert plan["hosts"][0]["changes"], plan
+        plan = json.loads(lab.netfix("plan", "--json", "-i", str(inv), "--profile", str(fix),
+                                     "--limit", "node2").stdout)
+        changes = {c["target"]: c for c in plan["hosts"][0]["changes"]
+                   if c["action"] != "ok" and not c["target"].startswith("/")}
+        assert set(changes) == {"net.ipv4.tcp_syncookies", "net.core.somaxconn",
+                                "net.ipv4.tcp_max_syn_backlog",
+                                "net.ipv4.tcp_synack_retries"}, changes
+        assert (changes["net.ipv4.tcp_syncookies"]["current"],
+                changes["net.ipv4.tcp_syncookies"]["desired"]) == ("0", "1")
+        assert changes["net.core.somaxconn"]["desired"] == "8192"
+        assert changes["net.ipv4.tcp_max_syn_backlog"]["desired"] == "8192"
+        assert changes["net.ipv4.tcp_synack_retries"]["desired"] == "3"
     finally:
         lab.sh("node2", "sysctl -qw net.ipv4.tcp_syncookies=1")
+        lab.netfix("rollback", "--yes", "--force", "-i", str(inv), "--limit", "node2")
 
 
 def test_overlay_mtu_above_its_underlay(lab):

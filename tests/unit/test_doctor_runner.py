@@ -117,6 +117,11 @@ def test_local_run_reads_this_machine():
     h = rep.hosts[0]
     assert h.error is None and not h.detector_errors, (h.error, h.detector_errors)
     assert h.sample.uptime > 0 and h.sample.kernel
+    # this machine's own network namespace unless the tests run inside a container
+    import os
+
+    init = os.path.exists("/proc/sys/net/core/netdev_max_backlog")
+    assert h.netns is (not init) and (h.notes == [] or not init)
     assert h.detectors == [m.NAME for m in detectors()]
     assert rep.exit_code in (0, 2)
 
