@@ -50,7 +50,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netfix import lab
+from netfix_lab import netns as lab
 
 REPO = Path(__file__).resolve().parent.parent
 NETFIX = str(Path(sys.executable).with_name("netfix"))
@@ -79,7 +79,16 @@ spec = importlib.util.spec_from_file_location("journal_pre", os.environ["NETFIX_
 pre = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = pre
 spec.loader.exec_module(pre)
-journal.script, journal.journal_script = pre.script, pre.journal_script
+journal.journal_script = pre.journal_script
+if hasattr(pre, "apply_script"):
+    journal.apply_script, journal.rollback_script = pre.apply_script, pre.rollback_script
+else:  # a journal.py from before the builders: one script() configured by flags
+    journal.apply_script = lambda tx, arm=None, force=False, state_dir=journal.STATE_DIR: \
+        pre.script(tx, check=not force, arm=arm, state_dir=state_dir)
+    journal.rollback_script = lambda rtx, target, force=False, state_dir=journal.STATE_DIR: \
+        pre.script(rtx, check=not force, marks={target.id: f"rolled-back {rtx.id}"},
+                   pre=journal.disarm_script(target.id) if target.state == "applied-unconfirmed"
+                   else None, rmdirs=target.id, state_dir=state_dir)
 journal.recover_script = pre.recover_script
 from netfix.cli import main
 sys.argv[0] = "netfix"

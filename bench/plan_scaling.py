@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from netfix import lab
+from netfix_lab import netns as lab
 
 FLOOR = r"""
 import sys, threading, paramiko

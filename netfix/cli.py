@@ -108,7 +108,41 @@ def ask(question: str, cancelled: str) -> None:
         sys.exit(1)
 
 
+# Entry point group for commands that other distributions add: netfix-lab (lab/) adds
+# `netfix lab`, so the test lab is not part of the netfix wheel an operator installs.
+COMMANDS_GROUP = "netfix.commands"
+
+
 class Main(click.Group):
+    """netfix's own commands, plus the groups in the `netfix.commands` entry points, looked
+    up only for a name netfix does not have (or for help), so a run pays nothing for them."""
+
+    _extra: dict | None = None
+
+    def _extras(self) -> dict:
+        if self._extra is None:
+            from importlib.metadata import entry_points
+
+            self._extra = {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)
+                           if ep.name not in self.commands}
+        return self._extra
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._extras()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in self._extras():
+            ep = self._extras()[cmd_name]
+            try:
+                cmd = ep.load()
+            except Exception as e:  # noqa: BLE001 - a broken add-on must not break netfix
+                click.echo(f"netfix: warning: command {cmd_name!r} ({ep.value}) did not "
+                           f"load: {type(e).__name__}: {e}", err=True)
+                return None
+            self.add_command(cmd, cmd_name)
+        return cmd
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -127,7 +161,7 @@ def main() -> None:
     netfix apply --profile public-vds -i inv apply reversibly, journaled on each node
     netfix rollback -i inv                   undo the last transaction on each node
     netfix history -i inv                    transactions recorded on the nodes
-    netfix lab up --nodes 3                  real test nodes on this machine
+    netfix lab up --nodes 3                  real test nodes here (with netfix-lab)
     """
 
 
@@ -559,71 +593,6 @@ def profiles_validate(files) -> None:
     for f in files:
         validate_file(f)
         click.echo(f"{f}: ok")
-
-
-@main.group()
-def lab() -> None:
-    """Real test nodes on this machine (root): network namespaces with their own sshd."""
-
-
-VM_SSH_TIMEOUT_HELP = (
-    "VM: seconds to wait for SSH from the new boot (default: the VM lab's own wait, 90 s "
-    "under KVM, minutes under software emulation); a machine busy with other VMs may "
-    "need more."
-)
-
-
-@lab.command("up")
-@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, 50))
-@click.option("--vm", "vm", is_flag=True,
-              help="Start the QEMU VM lab node instead (builds its image once).")
-@click.option("--ssh-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
-              help=VM_SSH_TIMEOUT_HELP)
-def lab_up(nodes, vm, ssh_timeout) -> None:
-    """Start N netns lab nodes and write an inventory for them (prints its path)."""
-    if vm:
-        from netfix.vm import vm_up
-
-        click.echo(str(vm_up(progress=progress, ssh_timeout=ssh_timeout)))
-        return
-    if ssh_timeout is not None:
-        raise NetfixError("--ssh-timeout is for the VM lab node (--vm)")
-    from netfix.lab import lab_up as up
-
-    path = up(nodes, progress=progress)
-    click.echo(str(path))
-
-
-@lab.command("reboot")
-@click.option("--ssh-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
-              help=VM_SSH_TIMEOUT_HELP)
-def lab_reboot(ssh_timeout) -> None:
-    """Reboot the VM lab node and wait until SSH answers from the new boot.
-
-    A power cycle: a clean poweroff in the guest, then a fresh QEMU on the same disk. It
-    proves persistence: what netfix applied must come back from its files at boot. The
-    VM's directory is $NETFIX_VM_DIR (default /run/netfix-vm)."""
-    from netfix.vm import vm_reboot
-
-    took = vm_reboot(progress=progress, ssh_timeout=ssh_timeout)
-    click.echo(f"rebooted in {took:.0f} s")
-
-
-@lab.command("down")
-@click.option("--vm", "vm_only", is_flag=True,
-              help="Only stop the VM lab node in $NETFIX_VM_DIR; leave netns lab nodes "
-              "(which may belong to another run) alone.")
-def lab_down(vm_only) -> None:
-    """Stop every lab node and remove everything the lab made (also after a crash)."""
-    from netfix.vm import vm_down
-
-    removed = vm_down(progress=progress)
-    if not vm_only:
-        from netfix.lab import lab_down as down
-
-        removed += down()
-    for item in removed:
-        click.echo(f"removed {item}", err=True)
 
 
 if __name__ == "__main__":

@@ -245,10 +245,10 @@ def _seen(step: Step, value: str | None) -> str:
     return f"sha256:{value[:16]}"
 
 
-def run_tx(host: Host, tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           done: HostStatus = HostStatus.APPLIED, arm: str | None = None, pre: str | None = None,
-           rmdirs: str | None = None) -> HostResult:
-    script = journal.script(tx, check=check, marks=marks, arm=arm, pre=pre, rmdirs=rmdirs)
+def run_tx(host: Host, tx: Tx, script: str | None = None,
+           done: HostStatus = HostStatus.APPLIED) -> HostResult:
+    """Run transaction `tx` (its script: `script`, else the plain apply) on `host`."""
+    script = script or journal.apply_script(tx)
     try:
         res = run_script(host, script, staged=True)
     except transport.ConnectionLost as e:
@@ -513,12 +513,8 @@ def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
                               "restored: rerun with --force to restore them anyway",
                               target.id, details)
         rtx = journal.inverse(target, journal.new_id(), current=found)
-        # An unconfirmed target still has its automatic revert armed: the rollback disarms
-        # it under the same lock, so the two can never both run.
-        pre = journal.disarm_script(target.id) \
-            if target.state is TxStatus.UNCONFIRMED else None
-        res = run_tx(host, rtx, marks={target.id: f"rolled-back {rtx.id}"},
-                     done=HostStatus.ROLLED_BACK, pre=pre, rmdirs=target.id)
+        res = run_tx(host, rtx, journal.rollback_script(rtx, target),
+                     done=HostStatus.ROLLED_BACK)
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \
             if res.ok else res.message
         res.details = history.notices + res.details
@@ -547,7 +543,8 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     """Apply `tx` with a revert armed on the node, then reach the node over a NEW SSH
     connection: that is the proof the change did not cut the controller off. With
     `auto_confirm` the same round trip confirms it; else the operator runs `netfix confirm`."""
-    res = run_tx(host, tx, arm=journal.arm_script(tx, seconds), done=HostStatus.UNCONFIRMED)
+    res = run_tx(host, tx, journal.apply_script(tx, arm=journal.arm_script(tx, seconds)),
+                 done=HostStatus.UNCONFIRMED)
     if not res.ok:
         return res
     try:

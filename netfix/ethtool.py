@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 
+from netfix import sh
 from netfix.errors import NetfixError
 
 # profile group -> (show flag, set flag)
@@ -152,31 +152,24 @@ def state(values: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- on-node sh
 
-# awk programs over ethtool's text output; each prints the requested keys as `state()` does.
-_AWK = {
-    "channels": '/^Current hardware settings/{c=1;next} c{k=tolower($0); sub(/:.*/,"",k); '
-                'gsub(/ /,"-",k); v[k]=$NF}',
-    "rings": '/^Current hardware settings/{c=1;next} c{k=tolower($0); sub(/:.*/,"",k); '
-             'gsub(/ /,"-",k); v[k]=$NF}',
-    "coalesce": '/^Adaptive RX:/{v["adaptive-rx"]=$3; v["adaptive-tx"]=$5; next} '
-                '{k=$1; sub(/:$/,"",k); v[k]=$2}',
-    "offloads": '{k=$1; sub(/:$/,"",k); v[k]=$2}',
-}
+# netfix/sh/ethtool-read.sh and ethtool-set.sh: each snippet is self-contained (its
+# parameters first), as a journal cmd step and a function of nic.sh are.
+
+
+def _params(group: str, iface: str, keys: list[str]) -> dict[str, object]:
+    names = [FEATURE_ALIASES.get(k, k) if group == "offloads" else k for k in keys]
+    return {"NF_GROUP": group, "NF_SHOW": SHOW[group], "NF_IF": iface, "NF_KEYS": keys,
+            "NF_NAMES": names}
 
 
 def read_sh(group: str, iface: str, keys: list[str]) -> str:
     """sh printing the current `state()` of `keys` (validated names) on `iface`."""
-    names = {k: FEATURE_ALIASES.get(k, k) for k in keys} if group == "offloads" \
-        else {k: k for k in keys}
-    fields = ' " " '.join(f'"{k}=" v["{names[k]}"]' for k in keys)
-    prog = f'{_AWK[group]} END{{print {fields}}}'
-    return f"ethtool -{SHOW[group]} {shlex.quote(iface)} 2>/dev/null | awk {shlex.quote(prog)}"
+    return sh.render("ethtool-read.sh", **_params(group, iface, keys))
 
 
 def set_sh(group: str, iface: str, keys: list[str]) -> str:
     """sh setting the state given in "$1"; only keys that differ are passed, because some
     drivers reset the link on every -G/-L and ethtool refuses a no-op ring change."""
-    return (f'c=" $({read_sh(group, iface, keys)}) "; a=""\n'
-            'for kv in $1; do case "$c" in *" $kv "*) ;; *) a="$a ${kv%%=*} ${kv#*=}";; esac\n'
-            'done\n'
-            f'[ -z "$a" ] || ethtool {SET[group]} {shlex.quote(iface)} $a')
+    return (sh.assign(**_params(group, iface, keys), NF_SET=SET[group])
+            + "nf_et_read() {\n" + sh.load("ethtool-read.sh") + "}\n"
+            + sh.load("ethtool-set.sh"))

@@ -11,6 +11,7 @@ import base64
 import shlex
 from dataclasses import dataclass, field
 
+from netfix import sh
 from netfix.util import norm, sysctl_path
 
 MARK = "@@NF"
@@ -80,63 +81,19 @@ class Facts:
 
 TOOLS = ("sysctl", "ethtool", "nft", "flock", "systemctl", "base64", "sha256sum")
 
-# Builtins only where it matters: on a lab machine 20 nodes run this at once on 2 cores,
-# so each fork counts. Values use `read`; all files go through one stat and one base64.
-_PRELUDE = r"""export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-set -f
-NL='
-'
-F=""
-V=""
-v() { if [ -e "$1" ]; then
-  if [ -w "$1" ]; then s=rw; else s=ro; fi
-  printf '@@NF\tv\t%s\t%s\t\n' "$1" "$s"; V="$V$1$NL"
-else printf '@@NF\tv\t%s\tabsent\t\n' "$1"; fi; }
-f() { if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then
-  printf '@@NF\tf\t%s\tmasked\t\n' "$1"
-elif [ -f "$1" ] && [ -r "$1" ]; then F="$F$1$NL"
-else printf '@@NF\tf\t%s\tabsent\t\n' "$1"; fi; }
-d() { set +f; for x in "$1"/*.conf; do { [ -e "$x" ] || [ -L "$x" ]; } && f "$x"; done; set -f
-  printf '@@NF\td\t%s\tlisted\t\n' "$1"; }
-read -r x < /proc/sys/kernel/hostname; printf '@@NF\thost\thostname\t\t%s\n' "$x"
-read -r x < /proc/sys/kernel/osrelease; printf '@@NF\thost\tkernel\t\t%s\n' "$x"
-read -r x < /sys/devices/system/cpu/online; printf '@@NF\thost\tcpus\t\t%s\n' "$x"
-while read -r k x u; do [ "$k" = MemTotal: ] && break; done < /proc/meminfo
-printf '@@NF\thost\tmem_kb\t\t%s\n' "$x"
-while read -r k x u; do [ "$k" = Uid: ] && break; done < /proc/self/status
-printf '@@NF\thost\tuid\t\t%s\n' "$x"
-x=""; read -r x < /etc/machine-id 2>/dev/null; printf '@@NF\thost\tmachine_id\t\t%s\n' "$x"
-set +f  # transactions left "applying": the engine recovers them (builtins unless one is)
-for x in /var/lib/netfix/tx/*.status; do [ -f "$x" ] || continue; read -r s u < "$x"
-  [ "$s" = applying ] || continue; x=${x%.status}; printf '@@NF\tpending\t%s\t\t' "${x##*/}"
-  base64 -w0 < "$x.json" 2>/dev/null; echo; done; set -f
-"""
-
-# All values from one grep (dash's `read` reads byte by byte, and procfs sysctls return
-# EOF at offset 1). All files at once: sizes from one stat, one cat|base64, split by size.
-_FILES = r"""if [ -n "$V" ]; then IFS="$NL"; echo '@@NF	vals	begin	 	'
-  grep -H '' -- $V 2>/dev/null; echo '@@NF	vals	end	 	'; unset IFS; fi
-if [ -n "$F" ]; then IFS="$NL"
-  stat -L --printf '@@NF\tsize\t%n\t%s\t\n' -- $F
-  printf '@@NF\tblob\t\t\t'; cat -- $F | base64 -w0; echo; unset IFS; fi
-"""
-
 
 def build_script(needs: Needs) -> str:
+    """One script (netfix/sh/facts.sh and facts-files.sh around the generated `v`, `f`
+    and `d` lines), every knob's snippet in it: one round trip per host."""
     q = shlex.quote
-    lines = [_PRELUDE]
-    for tool in TOOLS:
-        lines.append(
-            f"command -v {tool} >/dev/null 2>&1 && t=yes || t=no; "
-            f"printf '@@NF\\ttool\\t{tool}\\t%s\\t\\n' $t"
-        )
+    lines = [sh.script("facts.sh", NF_TOOLS=TOOLS).rstrip("\n")]
     for path in sorted({sysctl_path(k) for k in needs.sysctls} | needs.paths):
         lines.append(f"v {q(path)}")
     for path in sorted(needs.files):
         lines.append(f"f {q(path)}")
     for path in sorted(needs.dirs):
         lines.append(f"d {q(path)}")
-    lines.append(_FILES)
+    lines.append(sh.load("facts-files.sh"))
     for name, snippet in sorted(needs.scripts.items()):
         lines.append(f"printf '@@NF\\ts\\t%s\\tout\\t' {q(name)}")
         lines.append(f"( set +f; {snippet}\n) 2>/dev/null | base64 -w0; echo")

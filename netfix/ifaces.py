@@ -12,10 +12,9 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
-import shlex
 from dataclasses import dataclass, field
 
-from netfix import ethtool
+from netfix import ethtool, sh
 from netfix.errors import NetfixError
 from netfix.facts import Facts, Needs
 from netfix.ifsettings import REGISTRY
@@ -27,54 +26,6 @@ WARNING = Code.WARNING
 ERROR = Code.ERROR  # a profile value this node cannot take (above the hardware maximum, ...)
 INFO = Code.INFO
 GROUPS = tuple(REGISTRY)  # the keys a nic.interfaces block can set
-
-_SNIPPET = r"""set -f
-NFNL='
-'
-echo '== cpus'; read -r x < /sys/devices/system/cpu/online; echo "$x"
-s=${SSH_CONNECTION:-}
-if [ -z "$s" ] && [ -n "${SUDO_USER:-}" ]; then
-  # sudo drops SSH_CONNECTION: take it from the nearest ancestor that still has it
-  p=$PPID; n=0
-  while [ -z "$s" ] && [ "${p:-1}" -gt 1 ] && [ $n -lt 4 ]; do
-    s=$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | sed -n 's/^SSH_CONNECTION=//p')
-    read -r l < "/proc/$p/stat" || break; set -- ${l##*) }; p=$2; n=$((n+1))
-  done
-fi
-printf '== ssh\n%s\n' "$s"
-if [ -n "$s" ]; then set -- $s; echo '== mgmt'; ip -o route get "$1" 2>/dev/null; fi
-echo '== link'; ip -j -d link show 2>/dev/null; echo
-echo '== addr'; ip -j addr show 2>/dev/null; echo
-r=$(ip -o route show default 2>/dev/null; ip -o -6 route show default 2>/dev/null)
-printf '== route\n%s\n' "$r"
-DEF=""; n=0; for w in $r; do [ $n = 1 ] && DEF="$DEF $w"; n=0; [ "$w" = dev ] && n=1; done
-et() { eval "m=\${NFJ_$1:-json}"
-  if [ "$m" = json ]; then o=$(ethtool --json "-$1" "$2" 2>&1); rc=$?
-    case "$o" in *"bad command line"*|*"nrecognized option"*|*"nvalid option"*)
-      m=text; eval "NFJ_$1=text";; esac; fi
-  if [ "$m" = text ]; then o=$(ethtool "-$1" "$2" 2>&1); rc=$?; fi
-  printf '== ethtool %s %s %s %s\n%s\n' "$2" "$1" "$m" "$rc" "$o"; }
-Q=""
-set +f
-for d in /sys/class/net/*; do set -f; i=${d##*/}; [ "$i" = lo ] && continue
-  w=0
-  for p in @GLOBS@; do case "$i" in $p) w=1;; esac; done
-  if [ @BYROUTE@ = 1 ]; then for p in $DEF; do [ "$p" = "$i" ] && w=1; done; fi
-  v=""; if cd -P "$d/device/driver" 2>/dev/null; then v=${PWD##*/}; cd /; fi
-  if [ -z "$v" ] && { [ $w = 1 ] || [ @BYDRIVER@ = 1 ]; }; then
-    v=$(ethtool -i "$i" 2>/dev/null); v=${v#driver: }; v=${v%%"$NFNL"*}; fi
-  for p in @DRIVERS@; do [ "$p" = "$v" ] && w=1; done
-  [ $w = 1 ] || continue
-  printf '== driver %s\n%s\n' "$i" "$v"
-  for c in @SUBS@; do et "$c" "$i"; done
-  if [ @QUEUES@ = 1 ]; then printf '== queues %s\n' "$i"; set +f
-    for q in "$d"/queues/*; do q=${q##*/}; echo "$q"; case "$q" in
-      rx-*) Q="$Q $d/queues/$q/rps_cpus $d/queues/$q/rps_flow_cnt";;
-      tx-*) Q="$Q $d/queues/$q/xps_cpus";; esac; done; set -f; fi
-done
-set -f
-if [ -n "$Q" ]; then echo '== qvalues'; grep -H '' $Q 2>/dev/null; fi
-"""
 
 
 # --------------------------------------------------------------------------- facts
@@ -91,16 +42,13 @@ def needs(section: dict) -> Needs:
     the whole `nic` section."""
     blocks = section.get("interfaces", [])
     matches = [b.get("match", {}) for b in blocks]
-    q = shlex.quote
     globs = sorted({g for m in matches for g in _as_list(m.get("name"))})
     drivers = sorted({d for m in matches for d in _as_list(m.get("driver"))})
     subs = sorted({ethtool.SHOW[g] for b in blocks for g in ethtool.SHOW if g in b})
-    snippet = (_SNIPPET.replace("@GLOBS@", " ".join(q(g) for g in globs))
-               .replace("@DRIVERS@", " ".join(q(d) for d in drivers))
-               .replace("@BYDRIVER@", "1" if drivers else "0")
-               .replace("@BYROUTE@", "1" if any(m.get("default_route") for m in matches) else "0")
-               .replace("@SUBS@", " ".join(subs))
-               .replace("@QUEUES@", "1" if any("rps" in b or "xps" in b for b in blocks) else "0"))
+    snippet = sh.render("ifaces.sh", NF_GLOBS=globs, NF_DRIVERS=drivers, NF_SUBS=subs,
+                        NF_BYROUTE=any(m.get("default_route") for m in matches),
+                        NF_BYDRIVER=bool(drivers),
+                        NF_QUEUES=any("rps" in b or "xps" in b for b in blocks))
     return Needs(scripts={SCRIPT: snippet})
 
 

@@ -20,6 +20,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from netfix import sh
 from netfix.plan import Op
 from netfix.status import TxStatus
 
@@ -83,49 +84,12 @@ def sha(b64: str | None) -> str:
     return hashlib.sha256(base64.b64decode(b64)).hexdigest()
 
 
-_PRELUDE = r"""set -u
-export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-umask 022
-D=%(state)s
-TXD=%(txdir)s
-TX=%(tx)s
-E="$D/.err.$$"
-mkdir -p "$TXD" && chmod 700 "$D" || { echo "ERROR cannot create $D"; exit 10; }
-command -v flock >/dev/null 2>&1 || { echo "ERROR flock not found (install util-linux)"; exit 10; }
-exec 9>>"$D/lock"
-flock -w 30 9 || { echo "LOCKED another netfix run holds $D/lock"; exit 11; }
-rm -f "$D"/.err.*  # under the lock none is in use: what is left is from a killed run
-# Staged scripts and outputs of runs killed on the node (no run lasts an hour).
-find "$D/run" -type f -mmin +60 -delete 2>/dev/null
-P="$TXD/$TX.progress"
-cur() { tr -s ' \t\n' '   ' < "$1" | sed 's/^ *//; s/ *$//'; }
-# The same value into $CUR with one fork (cat), not three (a subshell, tr, sed): the fields
-# split on blanks and joined by one space, as cur squeezes and trims them.
-curv() { CUR=$(cat -- "$1") || CUR=""
-  case $- in *f*) set -- $CUR;; *) set -f; set -- $CUR; set +f;; esac; CUR="$*"; }
-fsum() { if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then echo masked
-  elif [ -f "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo absent; fi; }
-# dirname and basename of netfix's own paths (absolute, no trailing slash) without a fork.
-dn() { case $1 in */*) DN=${1%%/*}; DN=${DN:-/};; *) DN=.;; esac; }
-wval() { { printf '%%s\n' "$2" > "$1"; } 2>"$E" && curv "$1" && [ "$CUR" = "$2" ] || {
-  echo "$1: kernel kept '$(cur "$1" 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"
-  return 1; }; }
-mkd() { [ -d "$1" ] && return 0; dn "$1"; mkd "$DN" && mkdir "$1" &&
-  printf '%%s\n' "$1" >> "$TXD/$TX.dirs"; }
-rmdirs() { [ -f "$TXD/$1.dirs" ] && sort -r "$TXD/$1.dirs" | while read -r d; do
-  rmdir "$d" 2>/dev/null; done; return 0; }
-wfile() { dn "$1"; t="$DN/.${1##*/}.netfix.$$"
-  { mkd "$DN" && printf '%%s' "$2" | base64 -d > "$t" &&
-    { [ ! -e "$1" ] || chmod --reference="$1" "$t"; } && sync "$t" && mv -f "$t" "$1" &&
-    dn "$1" && sync "$DN"; } 2>"$E" || { rm -f "$t"; echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
-wcmd() { ( set_$1 "$2" ) >"$E" 2>&1 && [ "$(read_$1 | tr -s ' \t\n' '   ' | sed 's/^ *//; s/ *$//')" = "$2" ] || {
-  echo "step $1: state is '$(read_$1 2>/dev/null)' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"; return 1; }; }
-rmfile() { { rm -f "$1" && dn "$1" && sync "$DN"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }; }
-status() { printf '%%s %%s\n' "$2" "$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" > "$TXD/$1.status.tmp" &&
-  sync "$TXD/$1.status.tmp" && mv -f "$TXD/$1.status.tmp" "$TXD/$1.status"; }
-S=0
-stale() { printf 'STALE\t%%s\t%%s\n' "$1" "$2"; S=1; }
-"""
+def _tx(state_dir: str, tx_id: str, body: list[str], **params: object) -> str:
+    """A transaction script: its parameters, the prelude functions it uses, tx.sh (lock,
+    journal and step functions), then `body` (netfix/sh files and generated lines)."""
+    text = "\n".join([sh.load("tx.sh"), *body]) + "\n"
+    return sh.assign(D=state_dir, TXD=f"{state_dir}/tx", TX=tx_id, **params) + \
+        sh.prelude(text) + text
 
 
 def _do(s: Step, i: int, value: str | None) -> str:
@@ -154,52 +118,59 @@ def _functions(tx: Tx) -> list[str]:
     return out
 
 
-# gv PATH: PATH's value out of $G (`grep -aH '' -- paths`: one "path:line" per line) into
-# $CUR, squeezed and trimmed as cur does, with builtins only.
-_GREP_VALUES = r"""NL='
-'
-gv() { CUR=""; _r="$G"
-  while [ -n "$_r" ]; do _l=${_r%%"$NL"*}
-    case $_r in *"$NL"*) _r=${_r#*"$NL"};; *) _r="";; esac
-    case $_l in "$1:"*) CUR="$CUR ${_l#"$1:"}";; esac; done
-  case $- in *f*) set -- $CUR;; *) set -f; set -- $CUR; set +f;; esac; CUR="$*"; }
-"""
-
-# undo_from K: undo steps K..1, newest first; R=1 when one of them failed.
-_UNDO_FROM = r"""undo_from() { R=0; i=$1
-  while [ "$i" -ge 1 ]; do undo_$i || { R=1; printf 'UNDO-FAILED\t%s\t%s\n' "$i" "$(cat "$E.why")"; }
-    i=$((i-1)); done; }"""
-
 # Set by fault-injection tests only: the apply script stops after that step, holding the
 # lock, so a test can kill it or power the node off at a known point.
 PAUSE_ENV = "NETFIX_TEST_PAUSE_AFTER_STEP"
 
 
-def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
-           state_dir: str = STATE_DIR, arm: str | None = None, pre: str | None = None,
-           rmdirs: str | None = None) -> str:
-    """The apply script for `tx`. `check=False` skips the before-state check (--force).
-    `marks` sets other transactions' status on success (a rollback marks its target).
-    `arm` (from arm_script) arms an automatic revert once every step is made; the status is
-    then applied-unconfirmed, and a failure to arm undoes the steps. `pre` is sh run under
-    the lock after the check, before the journal is written (a rollback disarms there).
-    `rmdirs`: once every step is made, remove the directories that transaction created,
-    where they are empty again (a rollback names its target).
+def apply_script(tx: Tx, arm: str | None = None, force: bool = False,
+                 state_dir: str = STATE_DIR) -> str:
+    """The transaction that applies `tx`. `arm` (from arm_script) arms an automatic revert
+    once every step is made; the status is then applied-unconfirmed, and a failure to arm
+    undoes the steps. `force` skips the before-state check."""
+    return _transaction(tx, check=not force, arm=arm, state_dir=state_dir)
+
+
+def rollback_script(rtx: Tx, target: Tx, force: bool = False,
+                    state_dir: str = STATE_DIR) -> str:
+    """The transaction `rtx` (journal.inverse of `target`) that rolls `target` back: on
+    success it marks `target` rolled back and removes the directories `target` created
+    where they are empty again. An unconfirmed target still has its revert armed: the
+    rollback disarms it under the same lock first (or stops with REVERTING when the node
+    is already reverting it), so the two can never both run."""
+    pre = disarm_script(target.id) if target.state is TxStatus.UNCONFIRMED else None
+    return _transaction(rtx, check=not force, marks={target.id: f"rolled-back {rtx.id}"},
+                        pre=pre, rmdirs=target.id, state_dir=state_dir)
+
+
+def revert_script(tx: Tx, rid: str, state_dir: str = STATE_DIR) -> str:
+    """The automatic revert armed by `apply --confirm`: the inverse of `tx` as transaction
+    `rid`, unchecked (whatever the steps left is what it undoes), marking `tx` reverted."""
+    return _transaction(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
+                        rmdirs=tx.id, state_dir=state_dir)
+
+
+def _transaction(tx: Tx, *, check: bool, state_dir: str, marks: dict[str, str] | None = None,
+                 arm: str | None = None, pre: str | None = None,
+                 rmdirs: str | None = None) -> str:
+    """The one transaction script the three builders above configure. `marks` sets other
+    transactions' status on success; `pre` is sh run under the lock after the check,
+    before the journal is written; `rmdirs` names the transaction whose created
+    directories go once every step is made.
 
     Before step i the script appends i to <id>.progress (synced before file steps), so the
     recovery of an interrupted run knows which steps may have been made."""
     q = shlex.quote
-    out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
+    out = [sh.load("tx-check.sh")] if check else []
     out += _functions(tx)
     if check:
         values = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "value"))
         if values:  # every value read by one grep, not one cat each (a fork per value)
-            out.append(_GREP_VALUES + "G=$(grep -aH '' -- "
-                       + " ".join(q(p) for p in values) + " 2>/dev/null)")
+            out.append("G=$(grep -aH '' -- " + " ".join(q(p) for p in values) + " 2>/dev/null)")
         for i, s in enumerate(tx.steps, 1):
-            if s.kind == "cmd":
-                out.append(f'x=$(read_{i} 2>/dev/null | tr -s " \\t\\n" "   " | sed "s/^ *//; s/ *$//"); '
-                           f'[ "$x" = {q(s.old or "")} ] || stale {q(s.path)} "$x"')
+            if s.kind == "cmd":  # one fork (the subshell), normalised by builtins
+                out.append(f'x=$(read_{i} 2>/dev/null); nf_norm "$x"; '
+                           f'[ "$NORM" = {q(s.old or "")} ] || stale {q(s.path)} "$NORM"')
             elif s.kind == "value":
                 out.append(f'gv {q(s.path)}; '
                            f'[ "$CUR" = {q(s.old or "")} ] || stale {q(s.path)} "$CUR"')
@@ -210,22 +181,17 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
     if pre:
         out.append(pre)
     record = base64.b64encode(tx.record()).decode()
-    out.append(': > "$P" && sync "$P" || { echo "ERROR cannot write $P"; exit 10; }')
+    out.append('{ : > "$P" && sync "$P"; } || { echo "ERROR cannot write $P"; exit 10; }')
     out.append(f'wfile "$TXD/$TX.json" {q(record)} || {{ echo "ERROR journal: $(cat "$E.why")";'
                " exit 10; }")
     out.append('status "$TX" applying || { echo "ERROR cannot write journal status"; exit 10; }')
-    out.append(_UNDO_FROM)
-    out.append(r"""fail() { printf 'FAILED\t%s\t%s\n' "$1" "$(cat "$E.why" 2>/dev/null)"
-  undo_$1 2>/dev/null  # best effort: a failed write or mv leaves its target as it was
-  undo_from $(($1-1)); rmdirs "$TX"
-  if [ $R = 0 ]; then status "$TX" failed-restored; rm -f "$E" "$E.why"; exit 13; fi
-  status "$TX" failed-restore-incomplete; exit 14; }""")
+    out.append(sh.load("tx-undo.sh") + sh.load("tx-fail.sh"))
     pause = os.environ.get(PAUSE_ENV, "")
     for i, s in enumerate(tx.steps, 1):
         # Only a file step must find its mark on disk after a power cut: live values do
         # not survive one anyway, and a sync per value would cost a fork each.
         mark = f'echo {i} >> "$P"' + (' && sync "$P"' if s.kind == "file" else "")
-        out.append(f"{mark} && {_do(s, i, s.new)} || fail {i}")
+        out.append(f"{{ {mark} && {_do(s, i, s.new)}; }} || fail {i}")
         if pause == str(i):
             out.append('echo "$$" > "$TXD/$TX.paused"; sleep 600')
     final = "applied"
@@ -237,7 +203,7 @@ def script(tx: Tx, check: bool = True, marks: dict[str, str] | None = None,
     for other, state in (marks or {}).items():
         out.append(f"status {q(other)} {q(state)}")
     out.append(f'status "$TX" {final}; rm -f "$E" "$E.why"; echo "DONE $TX"')
-    return "\n".join(out) + "\n"
+    return _tx(state_dir, tx.id, out)
 
 
 INTERRUPTED = TxStatus.INTERRUPTED
@@ -248,19 +214,9 @@ def recover_script(tx: Tx, state_dir: str = STATE_DIR) -> str:
     """Finish a transaction found `applying` the safe way: under the lock (so it is not
     running), undo every step its progress file says may have been made, newest first.
     Prints RECOVERED/RECOVER-INCOMPLETE <id> <steps undone>, or NOT-INTERRUPTED <id>."""
-    q = shlex.quote
-    out = [_PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"), "tx": q(tx.id)}]
-    out.append('read -r st _ < "$TXD/$TX.status" 2>/dev/null || st=""\n'
-               '[ "$st" = applying ] || { echo "NOT-INTERRUPTED $TX $st"; exit 0; }')
-    out += _functions(tx)
-    out.append(_UNDO_FROM)
-    # No progress file: written by a netfix that kept none; every step may have been made.
-    out.append(f'K={len(tx.steps)}; if [ -f "$P" ]; then K=0; while read -r k; do '
-               'case "$k" in *[!0-9]*|"") ;; *) K=$k;; esac; done < "$P"; fi')
-    out.append(f'undo_from "$K"; rmdirs "$TX"; rm -f "$E" "$E.why" "$TXD/$TX.paused"\n'
-               f'if [ $R = 0 ]; then status "$TX" "{INTERRUPTED}"; echo "RECOVERED $TX $K"\n'
-               f'else status "$TX" "{INTERRUPTED_INCOMPLETE}"; echo "RECOVER-INCOMPLETE $TX $K"; fi')
-    return "\n".join(out) + "\n"
+    out = [sh.load("recover-check.sh"), *_functions(tx),
+           sh.load("tx-undo.sh") + sh.load("recover.sh")]
+    return _tx(state_dir, tx.id, out, NF_NSTEPS=len(tx.steps))
 
 
 def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = None) -> Tx:
@@ -274,10 +230,7 @@ def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = No
 
 
 def journal_script(state_dir: str = STATE_DIR) -> str:
-    return f"""for f in {shlex.quote(state_dir)}/tx/*.json; do [ -f "$f" ] || continue
-  s=$(head -n1 "${{f%.json}}.status" 2>/dev/null) || s=never-started
-  b=${{f##*/}}; echo "TX ${{b%.json}} $s"
-  base64 -w0 < "$f"; echo; done"""
+    return sh.render("journal.sh", TXD=f"{state_dir}/tx")
 
 
 @dataclass
@@ -340,89 +293,42 @@ def _revert_paths(tx_id: str, state_dir: str) -> dict[str, str]:
 
 
 def arm_script(tx: Tx, seconds: int, state_dir: str = STATE_DIR) -> str:
-    """sh defining `arm`, run by the apply script after its last step (see script(arm=)).
+    """sh defining `arm`, run by the apply script after its last step (apply_script(arm=)).
     On success it sets ARMED to a short description for the status line."""
     q = shlex.quote
     rid = new_id()
-    revert = script(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
-                    state_dir=state_dir, rmdirs=tx.id)
+    revert = revert_script(tx, rid, state_dir)
     p = _revert_paths(tx.id, state_dir)
     runner = (f"mv {q(p['sh'])} {q(p['run'])} 2>/dev/null || exit 0; "
               f"sh {q(p['run'])} > {q(p['log'])} 2>&1; rm -f {q(p['run'])} {q(p['pid'])} "
               f"{q(p['unit'])}")
     unit = f"netfix-revert-{tx.id}"
-    # The sleeper must not keep fd 9: it holds the node lock, which the revert itself and
-    # any confirm need, and it must not keep the SSH session's pipes open either.
     sleeper = f"echo $$ > {q(p['pid'])}; sleep {int(seconds)}; {runner}"
-    why = f'echo "cannot arm the automatic revert: $1" > "$E.why"; rm -f {q(p["sh"])}'
-    return f"""armfail() {{ {why}; return 1; }}
-arm() {{ wfile {q(p['sh'])} {q(base64.b64encode(revert.encode()).decode())} || return 1
-  if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemd-run >/dev/null 2>&1; then
-    systemd-run --quiet --collect --unit={q(unit)} --on-active={int(seconds)}s --timer-property=AccuracySec=100ms /bin/sh -c {q(runner)} 2>"$E" || {{ armfail "systemd-run: $(cat "$E")"; return 1; }}
-    echo {q(unit + ".timer")} > {q(p['unit'])}; ARMED="revert in {int(seconds)}s by {unit}.timer"
-  else
-    command -v setsid >/dev/null 2>&1 || {{ armfail "setsid not found (util-linux)"; return 1; }}
-    rm -f {q(p['pid'])}
-    setsid sh -c {q(sleeper)} </dev/null >/dev/null 2>&1 9>&- &
-    n=0; while [ ! -s {q(p['pid'])} ] && [ $n -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; n=$((n+1)); done
-    [ -s {q(p['pid'])} ] || {{ armfail "the detached sleeper did not start"; return 1; }}
-    ARMED="revert in {int(seconds)}s by pid $(cat {q(p['pid'])})"
-  fi; }}"""
-
-
-# disarm ID: 0 = disarmed; 1 = nothing armed any more (the revert started, or ran).
-_DISARM = r"""disarm() { mv "$TXD/$1.revert.sh" "$TXD/$1.revert.off" 2>/dev/null || return 1
-  if [ -f "$TXD/$1.revert.unit" ]; then systemctl stop "$(cat "$TXD/$1.revert.unit")" >/dev/null 2>&1; fi
-  p=$(cat "$TXD/$1.revert.pid" 2>/dev/null)
-  case "$p" in ""|*[!0-9]*) ;; *)  # only our sleeper: after a reboot the pid may be anyone's
-    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$1.revert" && kill -- "-$p" 2>/dev/null;; esac
-  rm -f "$TXD/$1.revert.off" "$TXD/$1.revert.pid" "$TXD/$1.revert.unit"; }"""
+    return sh.render("arm.sh", NF_ARM_SH=p["sh"], NF_ARM_PID=p["pid"], NF_ARM_UNITF=p["unit"],
+                     NF_ARM_REVERT=base64.b64encode(revert.encode()).decode(),
+                     NF_ARM_SECONDS=int(seconds), NF_ARM_UNIT=unit, NF_ARM_RUNNER=runner,
+                     NF_ARM_SLEEPER=sleeper)
 
 
 def disarm_script(tx_id: str) -> str:
-    """For script(pre=...): a rollback of an unconfirmed transaction takes over from its
+    """For rollback_script: a rollback of an unconfirmed transaction takes over from its
     armed revert, or stops with REVERTING when the node is already reverting it."""
-    q = shlex.quote
-    stop = f"{{ echo REVERTING {q(tx_id)}; exit {REVERTING}; }}"
-    # .revert.run exists from the moment the timer took the script until the revert is
-    # done; the revert may be waiting for the lock this script holds.
-    return (f'{_DISARM}\nif [ -f "$TXD/"{q(tx_id)}.revert.sh ]; then disarm {q(tx_id)} || {stop}\n'
-            f'elif [ -f "$TXD/"{q(tx_id)}.revert.run ]; then {stop}; fi')
+    return sh.render("disarm.sh", "disarm-pre.sh", NF_DISARM=tx_id)
 
 
 def confirm_script(tx_id: str | None = None, state_dir: str = STATE_DIR) -> str:
     """Under the node lock: confirm `tx_id` (or every applied-unconfirmed transaction).
     Prints CONFIRMED/REVERTING/STATUS/NOTFOUND lines, then @@JOURNAL and the journal."""
-    q = shlex.quote
-    prelude = _PRELUDE % {"state": q(state_dir), "txdir": q(f"{state_dir}/tx"),
-                          "tx": q(tx_id or "")}
-    return prelude + _DISARM + f"""
-one() {{ st=$(head -n1 "$TXD/$1.status" 2>/dev/null)
-  case "$st" in {UNCONFIRMED}*)
-    if disarm "$1"; then status "$1" "applied confirmed" && echo "CONFIRMED $1"
-    else echo "REVERTING $1"; fi;;
-  *) printf 'STATUS %s %s\\n' "$1" "$st";; esac; }}
-if [ -n "$TX" ]; then
-  if [ -f "$TXD/$TX.json" ]; then one "$TX"; else echo "NOTFOUND $TX"; fi
-else
-  for f in "$TXD"/*.status; do [ -f "$f" ] || continue
-    case "$(head -n1 "$f")" in {UNCONFIRMED}*) one "$(basename "$f" .status)";; esac; done
-fi
-echo @@JOURNAL
-{journal_script(state_dir)}
-"""
+    return _tx(state_dir, tx_id or "", [sh.load(f) for f in ("disarm.sh", "confirm.sh",
+                                                                "journal.sh")])
 
 
 def outcome_script(tx_id: str, state_dir: str = STATE_DIR) -> str:
     """Read-only, after waiting for the node lock (a detached run may still hold it): the
     status of one transaction, `absent` when the node never started it."""
-    q = shlex.quote
-    tx = f"{state_dir}/tx/{tx_id}"
-    return (f"exec 9>>{q(state_dir + '/lock')} 2>/dev/null && flock -w 300 9\n"
-            f"if [ -f {q(tx + '.status')} ]; then head -n1 {q(tx + '.status')}; "
-            "else echo absent; fi\n")
+    return sh.render("outcome.sh", D=state_dir, TXD=f"{state_dir}/tx", TX=tx_id)
 
 
 def status_script(tx_id: str, state_dir: str = STATE_DIR) -> str:
     """Read-only: the status line of one transaction (what apply's reconnect asks)."""
-    return f"head -n1 {shlex.quote(f'{state_dir}/tx/{tx_id}.status')}\n"
+    return sh.render("status.sh", TXD=f"{state_dir}/tx", TX=tx_id)

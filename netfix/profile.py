@@ -307,7 +307,7 @@ def profile_search_path() -> list[Path]:
     dirs += [
         Path.cwd() / "profiles",
         Path("/etc/netfix/profiles"),
-        Path(__file__).resolve().parent.parent / "profiles",
+        Path(__file__).resolve().parent / "profiles",  # shipped in the package
     ]
     unique: list[Path] = []
     seen: set[Path] = set()

@@ -100,15 +100,21 @@ def _ruleset(op_old: str | None, op_new: str | None) -> FileDiff:
 
 # The irqbalance step rewrites a distro file and restarts the daemon in one `cmd` step whose
 # `set` script carries every content it can write, keyed by sha256 (old/new are those
-# hashes). The contents are read back from the script and only trusted when they hash to
-# their key, so what is shown is exactly what the step writes.
+# hashes): NF_CONTENTS='SHA:BASE64 ...' at its top (netfix/sh/irqbalance-set.sh; steps
+# journaled by an older netfix have a case arm per content). The contents are read back
+# from the script and only trusted when they hash to their key, so what is shown is
+# exactly what the step writes.
+_CONTENTS = re.compile(r"^NF_CONTENTS='?([0-9a-f:A-Za-z+/= ]*)'?$", re.M)
 _CASE = re.compile(r"^  ([0-9a-f]{64}|absent)\) (?:rm -f \S+|t=.*?printf %s ([A-Za-z0-9+/=]*) "
                    r"\| base64 -d)", re.M)
 
 
 def cmd_file_contents(set_script: str | None) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
-    for sha, data in _CASE.findall(set_script or ""):
+    m = _CONTENTS.search(set_script or "")
+    pairs = [tuple(w.split(":", 1)) for w in m.group(1).split() if ":" in w] if m else \
+        _CASE.findall(set_script or "")
+    for sha, data in pairs:
         content = None if data == "" and sha == "absent" else base64.b64decode(data)
         if (content is None) != (sha == "absent"):
             continue

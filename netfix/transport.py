@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from netfix import sh
 from netfix.errors import NetfixError
 from netfix.inventory import Host
 
@@ -42,22 +43,9 @@ def _sudo(host: Host) -> list[str]:
     return ["sudo", "-n"] if host.sudo and not (host.is_local and os.geteuid() == 0) else []
 
 
-# A write script (apply, rollback, confirm) must never run in part. The node first stores
-# it whole and checks its length and sha256, given on the command line, so a connection
-# cut mid-transfer runs nothing. It then runs detached, in its own session with its output
-# in files: a controller killed or an SSH session cut mid-run cannot stop it half-way, and
-# the controller reads the outcome from the node's journal when it reconnects.
-STAGE = r"""set -u; umask 077; r="$3/run"
-mkdir -p "$r" && f=$(mktemp "$r/s.XXXXXXXX") ||
-  { echo "ERROR cannot stage the script in $r"; exit 10; }
-cat > "$f"; n=$(wc -c < "$f"); h=$(sha256sum < "$f" | cut -c1-64)
-if [ "$n" != "$1" ] || [ "$h" != "$2" ]; then rm -f "$f"
-  echo "ERROR the script arrived incomplete ($n of $1 bytes): nothing was run"; exit 16; fi
-setsid sh -c 'trap "" HUP PIPE; sh "$1" > "$1.out" 2> "$1.err" < /dev/null; echo $? > "$1.rc"
-  kill -0 "$2" 2>/dev/null || rm -f "$1" "$1.out" "$1.err" "$1.rc"' netfix-run "$f" $$ < /dev/null &
-wait $!; cat "$f.out"; cat "$f.err" >&2; rc=$(cat "$f.rc" 2>/dev/null) || rc=17
-rm -f "$f" "$f.out" "$f.err" "$f.rc"; exit "$rc"
-"""
+# A write script (apply, rollback, confirm) must never run in part: netfix/sh/stage.sh
+# stores it whole on the node, checks its length and sha256, and runs it detached.
+STAGE = sh.load("stage.sh")
 INCOMPLETE = 16  # exit code of STAGE: the script did not arrive whole, nothing ran
 VANISHED = 17  # exit code of STAGE: the detached run ended without an exit code (killed)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what netfix and its lab need on a fresh Debian/Ubuntu machine (run as root):
-# system tools from apt (only the missing ones), netfix itself into ./.venv.
+# system tools from apt (only the missing ones), netfix and netfix-lab into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+# netfix itself, and its test lab as a distribution of its own (lab/: netfix_lab, which adds
+# `netfix lab ...`), so that the netfix wheel an operator installs does not carry the lab.
+.venv/bin/python -m pip install -q -e ".[test]" -e ./lab
 echo "setup: ok ($(.venv/bin/netfix --version))"

@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 sh scripts/vm-deps.sh  # debootstrap and QEMU for the VM lab node's tests
-.venv/bin/ruff check netfix tests bench molecule
+.venv/bin/ruff check netfix lab/netfix_lab tests bench molecule
 if ! command -v shellcheck >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
 fi
 shellcheck .ci/run scripts/*.sh molecule/vm/files/state.sh
 shellcheck -s sh netfix/doctor/*.sh
+# The sh the nodes run: every netfix/sh file, and whole generated scripts (fact, apply,
+# rollback, recovery, confirm, nic.sh, the cmd steps) rendered into a temp dir.
+.venv/bin/python scripts/sh-samples.py --check
 # Leftovers of an interrupted earlier run would collide with the lab's names.
 flock /run/netfix-lab-tests.lock .venv/bin/netfix lab down >/dev/null 2>&1 || true
 # Molecule first, so that pytest's summary is the last line of the run. Same lab lock as

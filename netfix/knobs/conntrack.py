@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from netfix import sh
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
@@ -48,16 +49,8 @@ TIMEOUTS = {
 }
 _TIMEOUT_FIELDS = {key: name for name, key in TIMEOUTS.items()}  # sysctl -> timeouts field
 
-# The kube-proxy process (if any) and its conntrack flags and config file, read through
-# /proc/PID/root so a config inside the kube-proxy container is found from the host.
-KUBE_PROXY = r"""for p in /proc/[0-9]*; do
-  c=""; read -r c < "$p/comm" 2>/dev/null; [ "$c" = kube-proxy ] || continue
-  echo "PID ${p#/proc/}"
-  tr '\0' '\n' < "$p/cmdline" | sed 's/^/ARG /'
-  cfg=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config=//p; /^--config$/{n;p;}' | head -n1)
-  [ -n "$cfg" ] && echo "CONFIG $cfg" && sed 's/^/| /' "$p/root$cfg"
-  break
-done"""
+# The kube-proxy process (if any), its flags and config file (netfix/sh/kube-proxy.sh).
+KUBE_PROXY = sh.load("kube-proxy.sh").rstrip("\n")
 
 
 def buckets_for(max_entries: int) -> int:

@@ -31,9 +31,9 @@ import difflib
 import hashlib
 import ipaddress
 import re
-import shlex
 from dataclasses import dataclass, field
 
+from netfix import sh
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
 from netfix.plan import NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
@@ -67,29 +67,10 @@ _PREFIX = re.compile(r"[A-Za-z0-9 _.:=-]{1,60}")
 _RANGE = re.compile(r"([0-9]{1,5})-([0-9]{1,5})")
 _NFT_PATH = re.compile(r"/[A-Za-z0-9/_.+-]+")
 
-# Prints the table in normalised form (leading/trailing blanks and empty lines dropped:
-# they vary between nft versions and mean nothing), base64 on one line; "absent" when
-# netfix has no table; "nft-unavailable" when nft cannot even list tables.
-READ = (
-    "if t=$(nft list tables inet 2>/dev/null); then\n"
-    "  if printf '%s\\n' \"$t\" | grep -qx 'table inet netfix'; then\n"
-    "    nft -s list table inet netfix | sed 's/^[[:space:]]*//; s/[[:space:]]*$//; /^$/d'"
-    " | base64 -w0; echo\n"
-    "  else echo absent; fi\n"
-    "else echo nft-unavailable; fi"
-)
-# Loads state "$1": the whole table in one nft transaction, or deletes it for "absent".
-SET = (
-    "if [ \"$1\" = absent ]; then\n"
-    "  if nft list tables inet | grep -qx 'table inet netfix'; then"
-    " nft delete table inet netfix; fi\n"
-    "else\n"
-    "  f=$(mktemp) || return 1\n"
-    "  { printf 'table inet netfix\\ndelete table inet netfix\\n'"
-    " && printf '%s' \"$1\" | base64 -d; } > \"$f\" && nft -f \"$f\"; r=$?; rm -f \"$f\"\n"
-    "  [ \"$r\" = 0 ]\n"
-    "fi"
-)
+# The cmd step (netfix/sh/firewall-read.sh, firewall-set.sh): the state of the table, and
+# how to load one.
+READ = sh.load("firewall-read.sh").rstrip("\n")
+SET = sh.load("firewall-set.sh").rstrip("\n")
 
 
 @dataclass
@@ -258,28 +239,8 @@ def wants_file(ctx: Context) -> bytes:
 def probe(desired: str | None) -> str:
     """Fact snippet: is nft usable, where is it, is there systemd, and the desired table
     as this node's nft prints it (loaded in a throwaway network namespace)."""
-    lines = [
-        'n=$(command -v nft) || n=""',
-        'if [ -z "$n" ]; then echo "NFT none"',
-        'elif v=$(nft --version 2>&1); then echo "NFT ok $n $v"',
-        'else echo "NFT broken $n $(printf %s "$v" | head -c 200 | tr "\\n" " ")"; fi',
-        f"[ -d {SYSTEMD_DIR} ] && echo SYSTEMD yes || echo SYSTEMD no",
-    ]
-    if desired is not None:
-        src = base64.b64encode(desired.encode()).decode()
-        lines += [
-            'if [ -n "$n" ] && command -v unshare >/dev/null 2>&1; then',
-            "  d=$(mktemp -d) && printf %s " + shlex.quote(src) + ' | base64 -d > "$d/r.nft"',
-            '  if unshare -n sh -c \'nft -f "$1" && nft -s list table inet netfix\' sh'
-            ' "$d/r.nft" > "$d/out" 2> "$d/err"; then',
-            "    printf 'RENDER %s\\n' \"$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//; /^$/d'"
-            ' "$d/out" | base64 -w0)"',
-            "  else printf 'RENDER-ERROR %s\\n' \"$(head -c 2000 \"$d/err\" | base64 -w0)\"; fi",
-            '  rm -rf "$d"',
-            'elif [ -n "$n" ]; then echo "RENDER-ERROR $(printf %s \'unshare (util-linux) not'
-            ' found: cannot render the ruleset on this node\' | base64 -w0)"; fi',
-        ]
-    return "\n".join(lines)
+    src = "" if desired is None else base64.b64encode(desired.encode()).decode()
+    return sh.render("firewall-probe.sh", NF_RULESET=src).rstrip("\n")
 
 
 def needs(section: dict, ctx: Context) -> Needs:

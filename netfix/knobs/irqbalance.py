@@ -18,6 +18,7 @@ import hashlib
 import re
 import shlex
 
+from netfix import sh
 from netfix.facts import Facts, Needs
 from netfix.ifaces import ERROR, Setting, cpulist, skip
 from netfix.knobs import Context
@@ -29,17 +30,10 @@ KNOB = "irqbalance"
 SERVICE = "irqbalance.service"
 DEBIAN, RHEL = "/etc/default/irqbalance", "/etc/sysconfig/irqbalance"
 VAR = "IRQBALANCE_BANNED_CPULIST"
-SYSTEMD_PID1 = '[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]'
 # Facts.cpus is only a count; the online list can have holes ("0-3,6").
 ONLINE = "/sys/devices/system/cpu/online"
 
-_STATE = f"""read -r c < /proc/1/comm || c=unknown
-echo "pid1 $c"
-if [ "$c" = systemd ] && command -v systemctl >/dev/null; then
-  echo "enabled $(systemctl is-enabled {SERVICE} 2>/dev/null | head -n1)"
-  echo "active $(systemctl is-active {SERVICE} 2>/dev/null)"
-fi
-[ -d /etc/sysconfig ] && echo "sysconfig yes\""""
+_STATE = sh.render("irqbalance-state.sh", NF_SERVICE=SERVICE).rstrip("\n")
 
 
 def needs(section: dict, ctx: Context) -> Needs:
@@ -148,15 +142,12 @@ def _config(cpus: str, facts: Facts, state: dict[str, str], ctx: Context) -> Cha
 
 
 def _write_sh(path: str, contents: dict[str, bytes | None]) -> str:
-    """sh writing the content whose hash is "$1" (atomically), then restarting a running
-    irqbalance where systemd is PID 1."""
-    q = shlex.quote
-    cases = []
-    for sha, content in contents.items():
-        body = f"rm -f {q(path)}" if content is None else (
-            f"t={q(path)}.netfix.$$; printf %s {base64.b64encode(content).decode()} | "
-            f"base64 -d > \"$t\" && {{ [ ! -e {q(path)} ] || chmod --reference={q(path)} \"$t\"; }}"
-            f' && mv -f "$t" {q(path)} || {{ rm -f "$t"; return 1; }}')
-        cases.append(f"  {sha}) {body} ;;")
-    return ('case "$1" in\n' + "\n".join(cases) + '\n  *) echo "unknown content $1" >&2; '
-            f"return 1 ;;\nesac\n{SYSTEMD_PID1} && systemctl try-restart {SERVICE} || true")
+    """sh writing the content whose hash is "$1" (atomically, fsync'd: the prelude's
+    nf_write), then restarting a running irqbalance where systemd is PID 1
+    (netfix/sh/irqbalance-set.sh)."""
+    words = [f"{sha}:" + ("" if content is None else base64.b64encode(content).decode())
+             for sha, content in contents.items()]
+    return (sh.assign(NF_PATH=path, NF_SERVICE=SERVICE, NF_CONTENTS=words)
+            # The step carries the prelude's writer: a cmd step's set runs on its own too.
+            + sh.prelude_functions(sh.load("irqbalance-set.sh")) + sh.load("irqbalance-set.sh")
+            + 'nf_irqbalance_set "$1"')

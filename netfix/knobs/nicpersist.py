@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shlex
 
-from netfix import ifaces
+from netfix import ifaces, sh
 from netfix.facts import Facts, Needs
 from netfix.ifaces import Setting
 from netfix.ifsettings import REGISTRY
@@ -77,10 +77,7 @@ def render(settings: list[Setting], ctx: Context) -> bytes:
            "# Re-applies netfix's NIC settings by interface name. Run by netfix-nic.service at\n"
            "# boot and by 90-netfix-nic.rules when an interface appears; `nic.sh IFACE` does\n"
            "# one interface. Settings already in place are left alone (no link reset).\n",
-           "export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-           'rc=0\nonly=${1:-}\n',
-           'want() { { [ -z "$only" ] || [ "$only" = "$1" ]; } && [ -e "/sys/class/net/$1" ]; }\n',
-           'fail() { echo "netfix-nic: $1 failed" >&2; rc=1; }\n']
+           sh.load("nic-boot.sh")]
     for i, s in enumerate(settings, 1):
         out.append(f"s{i}() {{\n{s.set}\n}}\n")
     order = list(dict.fromkeys(s.iface for s in settings))
@@ -90,5 +87,7 @@ def render(settings: list[Setting], ctx: Context) -> bytes:
             if s.iface == iface:
                 out.append(f"  s{i} {q(s.desired or '')} || fail {q(f'{iface} {s.what}')}\n")
         out.append("fi\n")
-    out.append("exit $rc\n")
+    out.append('exit "$rc"\n')
+    # The prelude (PATH, and the functions the settings use) right after the comments.
+    out.insert(3, sh.prelude("".join(out[3:])))
     return "".join(out).encode()

@@ -54,7 +54,7 @@ def lab(lab_lock):
     """Three lab nodes per test module (0.1 s a node); tests in a module must leave them as
     they found them. Per module, so that test_lab.py can own the whole lab for itself."""
     need_lab()
-    from netfix import lab as labmod
+    from netfix_lab import netns as labmod
 
     lab_dir = Path(f"/run/netfix-lab-pytest-{os.getpid()}")
     inv = labmod.lab_up(3, lab_dir)
@@ -66,7 +66,7 @@ def lab(lab_lock):
 
 class Lab:
     def __init__(self, lab_dir: Path, inventory: Path):
-        from netfix import lab as labmod
+        from netfix_lab import netns as labmod
 
         self.dir = lab_dir
         self.inventory = inventory

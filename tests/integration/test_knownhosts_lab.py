@@ -19,7 +19,7 @@ NODES = 50  # more than netfix's 32 worker threads: saves overlap, some threads 
 @pytest.fixture(scope="module")
 def lab50(lab_lock):
     need_lab()
-    from netfix import lab as labmod
+    from netfix_lab import netns as labmod
 
     lab_dir = Path(f"/run/netfix-lab-knownhosts-{os.getpid()}")
     labmod.lab_up(NODES, lab_dir)

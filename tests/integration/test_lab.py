@@ -12,7 +12,8 @@ import paramiko
 import pytest
 import yaml
 
-from netfix import lab
+from netfix_lab import netns as lab
+from netfix_lab.util import pid_alive, which
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ def _missing_requirement() -> str | None:
     if os.geteuid() != 0:
         return "the lab needs root"
     for tool, package in lab.REQUIRED_TOOLS.items():
-        if lab._which(tool) is None:
+        if which(tool) is None:
             return f"the lab needs {tool} (Debian package {package})"
     return None
 
@@ -291,6 +292,6 @@ def test_lab_down_after_crash(lab_dir):
     assert _leftovers() == []
     assert not lab_dir.exists()
     deadline = time.monotonic() + 5
-    while any(lab._proc_alive(p) for p in [*pids.values(), *now.values()]):
+    while any(pid_alive(p) for p in [*pids.values(), *now.values()]):
         assert time.monotonic() < deadline, "node processes survived lab_down"
         time.sleep(0.05)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import NETFIX, skip_or_fail
 
-from netfix import lab as labmod
+from netfix_lab import netns as labmod
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ def script_size(lab, profile: Path) -> tuple[int, int]:
     steps = [Step(**op.__dict__, knob=c.knob, target=c.target) for c in hp.pending
              for op in c.ops]
     tx = Tx(journal.new_id(), "apply", NODE, hp.profile, steps)
-    return len(journal.script(tx).encode()), len(steps)
+    return len(journal.apply_script(tx).encode()), len(steps)
 
 
 def profile_of_size(lab, tmp: Path, flips: dict[str, str], size: int) -> tuple[Path, list, int]:

@@ -24,7 +24,7 @@ ODD = "node7"
 def fleet(lab_lock):
     """Twenty nodes of their own (node names are global: this module holds the lab lock)."""
     need_lab()
-    from netfix import lab as labmod
+    from netfix_lab import netns as labmod
 
     lab_dir = Path(f"/run/netfix-lab-pytest-fleet-{os.getpid()}")
     inv = labmod.lab_up(NODES, lab_dir)
@@ -42,7 +42,7 @@ def netfix(inv: Path, *args: str, rc: int = 0) -> subprocess.CompletedProcess:
 
 
 def test_twenty_nodes_group_and_fit_one_screen(fleet, tmp_path):
-    from netfix import lab as labmod
+    from netfix_lab import netns as labmod
 
     prof = tmp_path / "fleet.yaml"
     prof.write_text("description: public-vds-firewall with eth1 at MTU 1500\n"

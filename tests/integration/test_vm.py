@@ -50,7 +50,7 @@ def need_vm() -> None:
 
 class Vm:
     def __init__(self, lab_dir: Path, inventory: Path):
-        from netfix import vm as vmmod
+        from netfix_lab import vm as vmmod
 
         self.dir = lab_dir
         self.inventory = inventory
@@ -122,7 +122,7 @@ class Vm:
 @pytest.fixture(scope="module")
 def vm():
     need_vm()
-    from netfix import vm as vmmod
+    from netfix_lab import vm as vmmod
 
     t0 = time.monotonic()
     fresh = not vmmod.image_ready()

@@ -105,3 +105,29 @@ def test_lab_vm_options_on_bad_input(tmp_path):
     env = {**os.environ, "NETFIX_VM_DIR": str(tmp_path / "no-vm")}
     p = subprocess.run([NETFIX, "lab", "reboot"], capture_output=True, text=True, env=env)
     assert p.returncode == 1 and f"no VM running for {tmp_path / 'no-vm'}" in p.stderr, p.stderr
+
+
+def test_lab_commands_come_from_the_netfix_commands_entry_point(capsys):
+    """`netfix lab` is netfix-lab's (lab/), added through the `netfix.commands` entry point
+    group: netfix itself defines no lab command, and a broken add-on only warns."""
+    from importlib.metadata import EntryPoint, entry_points
+
+    import click
+
+    from netfix import cli
+
+    eps = entry_points(group=cli.COMMANDS_GROUP)
+    assert [(e.name, e.value) for e in eps] == [("lab", "netfix_lab.cli:lab")]
+    group = cli.Main(commands={"plan": cli.main.get_command(click.Context(cli.main), "plan")})
+    ctx = click.Context(group)
+    assert "lab" not in group.commands
+    assert group.list_commands(ctx) == ["lab", "plan"]
+    lab = group.get_command(ctx, "lab")
+    assert lab is not None and sorted(lab.commands) == ["down", "reboot", "up"]
+    assert group.get_command(ctx, "nope") is None
+
+    broken = cli.Main()
+    broken._extra = {"gone": EntryPoint("gone", "netfix_lab.not_there:lab", cli.COMMANDS_GROUP)}
+    assert broken.get_command(click.Context(broken), "gone") is None
+    err = capsys.readouterr().err
+    assert "command 'gone' (netfix_lab.not_there:lab) did not load" in err, err

@@ -39,7 +39,7 @@ def setup(tmp_path: Path) -> tuple[str, Path, Tx]:
 
 
 def apply_armed(tx: Tx, state: str, seconds: int) -> subprocess.CompletedProcess:
-    r = run(journal.script(tx, state_dir=state, arm=journal.arm_script(tx, seconds, state)))
+    r = run(journal.apply_script(tx, arm=journal.arm_script(tx, seconds, state), state_dir=state))
     assert r.returncode == journal.OK, r.stdout + r.stderr
     return r
 
@@ -98,7 +98,7 @@ def test_confirm_disarms_and_the_change_stays(tmp_path):
 def test_failure_to_arm_undoes_every_step(tmp_path):
     state, val, tx = setup(tmp_path)
     broken = 'arm() { echo "cannot arm the automatic revert: test" > "$E.why"; return 1; }'
-    r = run(journal.script(tx, state_dir=state, arm=broken))
+    r = run(journal.apply_script(tx, arm=broken, state_dir=state))
     assert r.returncode == journal.FAILED and "cannot arm" in r.stdout
     assert val.read_text() == "10\n"
     assert txs(state)[tx.id].status.startswith("failed-restored")
@@ -109,8 +109,7 @@ def test_rollback_of_unconfirmed_transaction_disarms_first(tmp_path):
     apply_armed(tx, state, 30)
     pid = int(Path(state, "tx", f"{tx.id}.revert.pid").read_text())
     back = journal.inverse(txs(state)[tx.id], journal.new_id())
-    r = run(journal.script(back, marks={tx.id: f"rolled-back {back.id}"}, state_dir=state,
-                           pre=journal.disarm_script(tx.id)))
+    r = run(journal.rollback_script(back, txs(state)[tx.id], state_dir=state))
     assert r.returncode == journal.OK, r.stdout + r.stderr
     assert val.read_text() == "10\n"
     assert wait_for(lambda: not alive(pid), 5)
@@ -130,8 +129,9 @@ def test_revert_already_running_wins_over_confirm_and_rollback(tmp_path):
     assert f"REVERTING {tx.id}" in r.stdout
     res = engine._confirm_result("h", transport.Result(r.returncode, r.stdout, ""), tx.id)
     assert (res.status, res.ok) == ("reverting", False)
-    back = journal.inverse(txs(state)[tx.id], journal.new_id())
-    r = run(journal.script(back, state_dir=state, pre=journal.disarm_script(tx.id)))
+    target = txs(state)[tx.id]
+    back = journal.inverse(target, journal.new_id())
+    r = run(journal.rollback_script(back, target, state_dir=state))
     assert r.returncode == journal.REVERTING
     assert val.read_text() == "20\n"  # the rollback changed nothing: the revert will
 

@@ -56,7 +56,7 @@ def test_run_killed_after_step_k_is_undone_by_recovery(tmp_path, monkeypatch, k)
     paths = values(tmp_path, 5)
     tx = value_tx(paths)
     monkeypatch.setenv(journal.PAUSE_ENV, str(k))
-    script = journal.script(tx, state_dir=str(state))
+    script = journal.apply_script(tx, state_dir=str(state))
     monkeypatch.delenv(journal.PAUSE_ENV)
     proc = subprocess.Popen(["sh", "-c", script], start_new_session=True,
                             stdout=subprocess.DEVNULL)
@@ -89,10 +89,10 @@ def test_rollback_removes_the_directories_apply_created_and_keeps_others(tmp_pat
     tx = Tx(journal.new_id(), "apply", "h", "p", [
         Step("file", str(made), None, b64(b"#!/bin/sh\n"), knob="nic", target="nic.sh"),
         Step("file", str(rule), None, b64(b"rule\n"), knob="nic", target="rule")])
-    assert run(journal.script(tx, state_dir=str(state))).returncode == journal.OK
+    assert run(journal.apply_script(tx, state_dir=str(state))).returncode == journal.OK
     assert made.exists() and rule.exists()
     back = journal.inverse(tx, journal.new_id())
-    r = run(journal.script(back, state_dir=str(state), rmdirs=tx.id))
+    r = run(journal.rollback_script(back, tx, state_dir=str(state)))
     assert r.returncode == journal.OK, r.stdout
     assert not (tmp_path / "etc" / "netfix").exists()
     assert kept.is_dir() and not any(kept.iterdir())
@@ -109,7 +109,7 @@ def test_leftover_error_files_of_killed_runs_are_removed(tmp_path):
     fresh.write_text("x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     tx = value_tx(values(tmp_path, 1))
-    assert run(journal.script(tx, state_dir=str(state))).returncode == journal.OK
+    assert run(journal.apply_script(tx, state_dir=str(state))).returncode == journal.OK
     assert not list(state.glob(".err.*"))
     assert not old.exists() and fresh.exists()  # a run staged a moment ago may be waiting
 

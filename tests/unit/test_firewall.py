@@ -208,7 +208,8 @@ def test_probe_and_needs():
     n = firewall.needs(FULL, CTX)
     assert n.scripts[firewall.STATE_LABEL] == firewall.READ
     assert "unshare -n" in n.scripts[firewall.PROBE]  # rendered in a throwaway netns
-    embedded = n.scripts[firewall.PROBE].split(' | base64 -d > "$d/r.nft"')[0].split()[-1]
+    # A parameter of netfix/sh/firewall-probe.sh, assigned at the snippet's top
+    embedded = n.scripts[firewall.PROBE].split("\n")[0].removeprefix("NF_RULESET=")
     assert base64.b64decode(embedded).decode() == firewall.ruleset(firewall.config(FULL))
     p = firewall.parse_probe(probe_output())
     assert (p.nft, p.nft_path, p.systemd, p.rendered) == ("ok", "/usr/sbin/nft", True,

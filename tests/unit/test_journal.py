@@ -51,7 +51,7 @@ def test_apply_then_inverse_restores_bytes(tmp_path):
     state, val, existing, created = make(tmp_path)
     before = existing.read_bytes()
     tx = tx_for(val, existing, created)
-    r = run(journal.script(tx, state_dir=str(state)))
+    r = run(journal.apply_script(tx, state_dir=str(state)))
     assert r.returncode == journal.OK, r.stdout + r.stderr
     assert val.read_text() == "20\n"
     assert existing.read_bytes() == b"new\n"
@@ -61,7 +61,7 @@ def test_apply_then_inverse_restores_bytes(tmp_path):
     assert txs[0].steps[1].old == b64(before)
 
     back = journal.inverse(txs[0], journal.new_id())
-    r = run(journal.script(back, marks={tx.id: f"rolled-back {back.id}"}, state_dir=str(state)))
+    r = run(journal.rollback_script(back, txs[0], state_dir=str(state)))
     assert r.returncode == journal.OK, r.stdout + r.stderr
     assert val.read_text() == "10\n"
     assert existing.read_bytes() == before
@@ -76,7 +76,7 @@ def test_stale_value_changes_nothing(tmp_path):
     state, val, existing, created = make(tmp_path)
     tx = tx_for(val, existing, created)
     val.write_text("11\n")  # someone changed it after the plan
-    r = run(journal.script(tx, state_dir=str(state)))
+    r = run(journal.apply_script(tx, state_dir=str(state)))
     assert r.returncode == journal.STALE
     assert f"STALE\t{val}\t11" in r.stdout
     assert val.read_text() == "11\n" and existing.read_bytes().startswith(b"old")
@@ -93,7 +93,7 @@ def test_failure_half_way_restores_everything(tmp_path):
     (tmp_path / "file-not-dir").write_text("")
     bad = str(tmp_path / "file-not-dir" / "x.conf")
     tx.steps.append(step("sysctl", "x", "file", bad, None, b64(b"x\n")))
-    r = run(journal.script(tx, state_dir=str(state)))
+    r = run(journal.apply_script(tx, state_dir=str(state)))
     assert r.returncode == journal.FAILED, r.stdout + r.stderr
     assert "FAILED\t4" in r.stdout
     assert val.read_text() == "10\n"
@@ -111,7 +111,7 @@ def test_value_the_kernel_rejects_is_a_failure(tmp_path):
         step("sysctl", "k", "value", str(val), "10", "20"),
         step("sysctl", "k2", "value", str(ro), "", "1"),  # a dir: the write fails
     ])
-    r = run(journal.script(tx, check=False, state_dir=str(state)))
+    r = run(journal.apply_script(tx, force=True, state_dir=str(state)))
     assert r.returncode == journal.FAILED
     assert val.read_text() == "10\n"
 
@@ -124,7 +124,7 @@ def test_lock_is_exclusive(tmp_path):
         import time
 
         time.sleep(0.2)
-        script = journal.script(tx_for(val, existing, created), state_dir=str(state))
+        script = journal.apply_script(tx_for(val, existing, created), state_dir=str(state))
         script = script.replace("flock -w 30 9", "flock -w 0.2 9")
         r = run(script)
         assert r.returncode == journal.LOCKED
@@ -142,17 +142,17 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
     set_ = f"printf '%s\\n' \"$1\" > {dev}"
     ok = step("nic", "eth1 gro", "cmd", "nic:eth1:gro", "gro on", "gro off", read, set_)
     tx = Tx(journal.new_id(), "apply", "h", "p", [ok])
-    r = run(journal.script(tx, state_dir=str(state)))
+    r = run(journal.apply_script(tx, state_dir=str(state)))
     assert r.returncode == journal.OK, r.stdout
     assert dev.read_text() == "gro off\n"
     back = journal.inverse(journal.parse_journal(
         run(journal.journal_script(str(state))).stdout).txs[0], journal.new_id())
     assert back.steps[0].read == read and back.steps[0].set == set_
-    assert run(journal.script(back, state_dir=str(state))).returncode == journal.OK
+    assert run(journal.apply_script(back, state_dir=str(state))).returncode == journal.OK
     assert dev.read_text() == "gro on\n"
     # stale: the state moved since the plan
     dev.write_text("gro maybe\n")
-    r = run(journal.script(tx, state_dir=str(state)))
+    r = run(journal.apply_script(tx, state_dir=str(state)))
     assert r.returncode == journal.STALE and "gro maybe" in r.stdout
     # a set that the device refuses (state does not become what was asked) is undone
     dev.write_text("gro on\n")
@@ -161,7 +161,7 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
     refuse = step("nic", "eth1 lro", "cmd", "nic:eth1:lro", "lro off", "lro on",
                   f"cat {dev}", "echo 'Operation not supported' >&2; exit 1")
     first = step("sysctl", "k", "value", str(other), "1", "2")
-    r = run(journal.script(Tx(journal.new_id(), "apply", "h", "p", [first, refuse]),
-                           check=False, state_dir=str(state)))
+    r = run(journal.apply_script(Tx(journal.new_id(), "apply", "h", "p", [first, refuse]),
+                                 force=True, state_dir=str(state)))
     assert r.returncode == journal.FAILED and "Operation not supported" in r.stdout
     assert other.read_text() == "1\n"

@@ -124,14 +124,16 @@ def test_snippet_parse_virtio_host_without_ssh():
 def test_snippet_runs_ethtool_only_for_what_blocks_can_match():
     s = ifaces.needs({"interfaces": [block({"name": ["eth*", "ens[0-9]"]}, mtu=1400)]})
     script = s.scripts[ifaces.SCRIPT]
-    assert "for p in 'ens[0-9]' 'eth*'; do" in script
-    assert "for c in ; do" in script  # mtu only: no ethtool sub-command
-    assert "if [ 0 = 1 ]; then printf '== queues" in script
+    # The blocks' needs are shell variables at the snippet's top (netfix/sh/ifaces.sh)
+    params = script.splitlines()[:6]
+    assert "NF_GLOBS='ens[0-9] eth*'" in params
+    assert "NF_SUBS=''" in params  # mtu only: no ethtool sub-command
+    assert "NF_QUEUES=0" in params and "NF_BYDRIVER=0" in params
     s = ifaces.needs({"interfaces": [block({"driver": "veth"}, rps={"cpus": "all"},
                                            rings={"rx": 1})]})
-    script = s.scripts[ifaces.SCRIPT]
-    assert "for p in veth; do" in script and "for c in g; do" in script
-    assert "[ 1 = 1 ]; then printf '== queues" in script
+    params = s.scripts[ifaces.SCRIPT].splitlines()[:6]
+    assert "NF_DRIVERS=veth" in params and "NF_SUBS=g" in params
+    assert "NF_QUEUES=1" in params and "NF_BYDRIVER=1" in params
 
 
 # --------------------------------------------------------------------------- selection
@@ -466,7 +468,7 @@ def test_interface_names_and_offload_names_that_could_reach_a_shell_are_refused(
 
 
 def test_example_profile_validates():
-    prof = validate_file(Path(__file__).parent.parent.parent / "profiles" / "nic-example.yaml")
+    prof = validate_file(Path(__file__).parents[2] / "netfix" / "profiles" / "nic-example.yaml")
     assert prof.data["nic"]["interfaces"]
 
 

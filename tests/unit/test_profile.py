@@ -19,7 +19,8 @@ from netfix.profile import (
     validate_file,
 )
 
-REPO_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+REPO = Path(__file__).resolve().parents[2]
+REPO_PROFILES = REPO / "netfix" / "profiles"  # shipped as package data
 
 
 @pytest.fixture
@@ -460,7 +461,7 @@ def test_list_profiles_survives_a_broken_file(pdir: Path) -> None:
 
 def test_shipped_and_test_data_profiles_still_load(shipped: None) -> None:
     files = sorted(REPO_PROFILES.glob("*.yaml")) + sorted(
-        (REPO_PROFILES.parent / "tests" / "data").glob("*.yaml"))
+        (REPO / "tests" / "data").glob("*.yaml"))
     assert len(files) >= 6
     for path in files:
         assert validate_file(path).files[-1] == str(path)

@@ -1,4 +1,4 @@
-"""vm._pid_alive and vm._kill_wait against a real process whose thread-group leader is a
+"""netfix_lab.util.pid_alive and vm._kill_wait against a real process whose thread-group leader is a
 zombie while another thread still runs and holds a file lock: the state of a QEMU whose
 main thread has exited while its vCPU threads still hold the overlay's "write" lock."""
 
@@ -18,8 +18,9 @@ from typing import IO
 
 import pytest
 
-from netfix import vm
 from netfix.errors import NetfixError
+from netfix_lab import vm
+from netfix_lab.util import pid_alive, proc_state
 
 # SYS_exit ends only the calling thread (exit_group would end them all).
 SYS_EXIT = {"x86_64": 60, "aarch64": 93}.get(platform.machine())
@@ -61,7 +62,7 @@ def leader_state(pid: int) -> str | None:
 
 
 def old_pid_alive(pid: int) -> bool:
-    """vm._pid_alive before the fix: the leader's state only."""
+    """vm._pid_alive (now util.pid_alive) before the fix: the leader's state only."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -114,7 +115,7 @@ def zombie_leader(request, tmp_path: Path) -> Iterator[LeaderZombie]:
         yield z
     finally:
         z.stdin.close()
-        if vm._pid_alive(z.pid):
+        if pid_alive(z.pid):
             os.kill(z.pid, signal.SIGKILL)
         if request.param:
             proc.wait(timeout=10)
@@ -126,18 +127,18 @@ def test_leader_zombie_with_live_thread_is_alive_then_dead(zombie_leader: Leader
     assert leader_state(pid) == "Z"
     assert old_pid_alive(pid) is False
     # ...while a thread still runs and the process still holds its files.
-    states = {t: vm._proc_state(f"/proc/{pid}/task/{t}/stat")
+    states = {t: proc_state(f"/proc/{pid}/task/{t}/stat")
               for t in os.listdir(f"/proc/{pid}/task")}
     assert any(s not in ("Z", "X") for s in states.values()), states
     assert lock_held(zombie_leader.lock)
-    assert vm._pid_alive(pid) is True
+    assert pid_alive(pid) is True
     assert vm._wait_gone(pid, timeout=0.3) is False
     # A zombie leader's own cmdline is empty; _our_qemus still needs the argv.
     assert Path(f"/proc/{pid}/cmdline").read_text() == ""
     assert str(zombie_leader.lock) in vm._cmdline(pid)
 
     zombie_leader.stdin.close()  # the last thread exits
-    wait_for(lambda: not vm._pid_alive(pid))
+    wait_for(lambda: not pid_alive(pid))
     assert not lock_held(zombie_leader.lock)
     assert vm._wait_gone(pid, timeout=5.0) is True
 
@@ -146,7 +147,7 @@ def test_kill_wait_returns_only_when_gone(zombie_leader: LeaderZombie):
     pid = zombie_leader.pid
     assert lock_held(zombie_leader.lock)
     vm._kill_wait(pid, timeout=10.0)
-    assert not vm._pid_alive(pid)
+    assert not pid_alive(pid)
     # The lock is free the moment _kill_wait returns: the next QEMU can open the image.
     assert not lock_held(zombie_leader.lock)
 
@@ -169,16 +170,16 @@ def test_kill_wait_times_out_with_a_clear_error(zombie_leader: LeaderZombie):
     assert 0.5 <= time.monotonic() - t0 < 5
     msg = str(err.value)
     assert f"pid {pid}" in msg and "SIGTERM" in msg and "locked" in msg, msg
-    assert vm._pid_alive(pid) and lock_held(zombie_leader.lock)
+    assert pid_alive(pid) and lock_held(zombie_leader.lock)
     vm._kill_wait(pid, timeout=10.0)
     assert not lock_held(zombie_leader.lock)
 
 
 def test_pid_alive_for_missing_and_running_processes():
-    assert vm._pid_alive(os.getpid())
+    assert pid_alive(os.getpid())
     with subprocess.Popen([sys.executable, "-c", "pass"]) as p:
         p.wait()
-    assert not vm._pid_alive(p.pid)
+    assert not pid_alive(p.pid)
 
 
 def test_a_boot_that_prints_nothing_for_a_while_is_reported_stalled(tmp_path, monkeypatch):

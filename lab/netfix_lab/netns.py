@@ -29,6 +29,7 @@ from pathlib import Path
 
 from netfix.errors import NetfixError
 from netfix.util import atomic_write
+from netfix_lab.util import SYSTEM_PATH, host_path, pid_alive, remove_entries, tail, which
 
 DEFAULT_DIR = Path(os.environ.get("NETFIX_LAB_DIR", "/run/netfix-lab"))
 
@@ -52,9 +53,6 @@ REQUIRED_TOOLS = {
     "nsenter": "util-linux",
     "mount": "mount",
 }
-# root's PATH may come from a tool manager and miss the sbin dirs where sshd and ip live.
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 # Dirs under which every write inside a node must stay private: netfix may write files
 # there that the lab does not bind individually (/etc/nftables.conf, /etc/modules, ...),
 # and the overlay lets the node create mount points the host does not have.
@@ -146,10 +144,6 @@ def node_inner_address(index: int) -> str:
 # ---------------------------------------------------------------------------- checks
 
 
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":" + SYSTEM_PATH)
-
-
 def _check_host() -> dict[str, str]:
     if os.geteuid() != 0:
         raise NetfixError(
@@ -158,7 +152,7 @@ def _check_host() -> dict[str, str]:
     tools: dict[str, str] = {}
     missing = []
     for tool, package in REQUIRED_TOOLS.items():
-        path = _which(tool)
+        path = which(tool)
         if path is None:
             missing.append(f"{tool} (Debian package {package})")
         else:
@@ -199,7 +193,7 @@ def _run(argv: list[str], input: str | None = None, check: bool = True):
         input=input,
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": os.environ.get("PATH", "") + ":" + SYSTEM_PATH},
+        env={**os.environ, "PATH": host_path()},
     )
     if check and proc.returncode != 0:
         raise NetfixError(
@@ -234,16 +228,6 @@ def _netns_pids(netns: str) -> list[int]:
     return [int(p) for p in proc.stdout.split() if p.isdigit()]
 
 
-def _proc_alive(pid: int) -> bool:
-    """True for a live process (zombies count as dead: their namespaces are gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state field follows the parenthesised comm, which may itself contain spaces.
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def _ns_pid1(pid: int) -> bool:
     """True if pid is pid 1 of a pid namespace below ours (a node's init)."""
     try:
@@ -264,12 +248,12 @@ def _in_netns(pid: int, netns: str) -> bool:
 
 
 def _node_alive(node: LabNode) -> bool:
-    return _proc_alive(node.pid) and _in_netns(node.pid, node.netns) and _ns_pid1(node.pid)
+    return pid_alive(node.pid) and _in_netns(node.pid, node.netns) and _ns_pid1(node.pid)
 
 
 def _find_init(netns: str) -> int | None:
     for pid in _netns_pids(netns):
-        if _ns_pid1(pid) and _proc_alive(pid):
+        if _ns_pid1(pid) and pid_alive(pid):
             return pid
     return None
 
@@ -290,14 +274,6 @@ def _adopt(lab_dir: Path, netns: str) -> LabNode | None:
     if f"{ndir}/sshd_config" not in cmdline or not (ndir / "ssh_host_ed25519_key.pub").exists():
         return None
     return LabNode(name=node_name(index), netns=netns, address=node_address(index), pid=pid)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:]) or "(empty log)"
 
 
 def _read_state(lab_dir: Path) -> list[LabNode]:
@@ -548,7 +524,7 @@ def _start_node(lab_dir: Path, index: int, script: str) -> LabNode:
         time.sleep(0.005)
     raise NetfixError(
         f"lab {name}: the node process did not start; its log ({ndir / 'init.log'}):\n"
-        + _tail(ndir / "init.log")
+        + tail(ndir / "init.log")
     )
 
 
@@ -563,18 +539,18 @@ def _wait_sshd(lab_dir: Path, nodes: list[LabNode]) -> None:
                     continue
             except OSError:
                 pass
-            if not _proc_alive(node.pid) or time.monotonic() > deadline:
+            if not pid_alive(node.pid) or time.monotonic() > deadline:
                 ndir = lab_dir / "nodes" / node.name
                 why = (
                     "exited"
-                    if not _proc_alive(node.pid)
+                    if not pid_alive(node.pid)
                     else f"did not accept connections within {SSHD_START_TIMEOUT:.0f} s"
                 )
                 raise NetfixError(
                     f"lab {node.name}: sshd on {node.address}:{SSH_PORT} {why}; "
                     "run `netfix lab down` to clean up.\n"
-                    f"sshd log ({ndir / 'sshd.log'}):\n{_tail(ndir / 'sshd.log')}\n"
-                    f"node log ({ndir / 'init.log'}):\n{_tail(ndir / 'init.log')}"
+                    f"sshd log ({ndir / 'sshd.log'}):\n{tail(ndir / 'sshd.log')}\n"
+                    f"node log ({ndir / 'init.log'}):\n{tail(ndir / 'init.log')}"
                 )
         if pending:
             time.sleep(0.01)
@@ -630,7 +606,7 @@ def lab_up(
             running_ns.add(ns)
             say(f"{adopted.name} found running without state; kept it")
             continue
-        if any(_proc_alive(p) for p in _netns_pids(ns)):
+        if any(pid_alive(p) for p in _netns_pids(ns)):
             raise NetfixError(
                 f"network namespace {ns} is in use by a lab that {lab_dir}/state.json does "
                 "not know (another lab dir?); stop it with `netfix lab down` first"
@@ -647,7 +623,7 @@ def lab_up(
     (lab_dir / "nodes").mkdir(exist_ok=True)
     # sshd refuses to start without its privilege separation dir.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    if _which("sudo"):
+    if which("sudo"):
         # What sudo would create itself; made here so that each node binds a private one.
         Path("/run/sudo").mkdir(mode=0o711, exist_ok=True)
     _write_client_key(lab_dir)
@@ -701,7 +677,7 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> list[str]:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + KILL_TIMEOUT
-    while any(_proc_alive(p) for p in victims) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in victims) and time.monotonic() < deadline:
         time.sleep(0.01)
     for pid, ns in inits.items():
         removed.append(f"node {node_name(int(ns[len(NETNS_PREFIX) :]))} (pid {pid})")
@@ -737,20 +713,7 @@ def lab_down(lab_dir: Path = DEFAULT_DIR) -> list[str]:
         removed.append(f"link {BRIDGE}")
 
     # Only what the lab wrote, so a mistyped NETFIX_LAB_DIR cannot wipe a real dir.
-    names = [*LAB_ENTRIES, *(e + ".tmp" for e in LAB_ENTRIES)]
-    ours = [lab_dir / n for n in names if os.path.lexists(lab_dir / n)]
-    for path in ours:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if ours:
-        try:
-            lab_dir.rmdir()
-            removed.append(f"dir {lab_dir}")
-        except OSError:
-            removed.append(f"lab files in {lab_dir} (dir kept: it holds other files)")
-    return removed
+    return removed + remove_entries(lab_dir, LAB_ENTRIES, "lab")
 
 
 def node_exec(

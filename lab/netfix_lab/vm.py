@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from netfix.errors import NetfixError
-from netfix.lab import keygen, write_inventory
 from netfix.util import atomic_write
+from netfix_lab.netns import keygen, write_inventory
+from netfix_lab.util import host_path, pid_alive, remove_entries, tail, which
 
 DEFAULT_CACHE = Path(os.environ.get("NETFIX_VM_CACHE", "/var/cache/netfix-vm"))
 DEFAULT_DIR = Path(os.environ.get("NETFIX_VM_DIR", "/run/netfix-vm"))
@@ -82,8 +83,6 @@ RUN_TOOLS = {
     "qemu-img": "qemu-utils",
     "ssh-keygen": "openssh-client",
 }
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 # Files of the cached image; the cache dir is complete only when all exist.
 IMAGE_FILES = (
     "rootfs.img",
@@ -106,6 +105,9 @@ VM_ENTRIES = (
     "qemu.log",
 )
 
+# Lines of the serial console and QEMU logs quoted in errors.
+LOG_TAIL = 25
+
 Progress = Callable[[str], None]
 
 
@@ -122,15 +124,11 @@ class VmInfo:
 # ---------------------------------------------------------------------------- checks
 
 
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":" + SYSTEM_PATH)
-
-
 def _need_tools(tools: dict[str, str], what: str) -> dict[str, str]:
     found: dict[str, str] = {}
     missing: list[str] = []
     for tool in tools:
-        path = _which(tool)
+        path = which(tool)
         if path is None:
             missing.append(tool)
         else:
@@ -152,7 +150,7 @@ def _need_root() -> None:
 def _run(argv: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
-        "PATH": os.environ.get("PATH", "") + ":" + SYSTEM_PATH,
+        "PATH": host_path(),
         "DEBIAN_FRONTEND": "noninteractive",
         "LC_ALL": "C",
     }
@@ -395,33 +393,6 @@ def image_meta(cache_dir: Path = DEFAULT_CACHE) -> dict:
 # ---------------------------------------------------------------------------- running
 
 
-def _proc_state(stat_path: str) -> str | None:
-    """The state letter of a /proc stat file; None if it is gone."""
-    try:
-        stat = Path(stat_path).read_text()
-    except OSError:
-        return None
-    # The state follows the parenthesised comm, which may itself contain ")" and spaces.
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while any thread of the process lives. The leader's own state is not enough:
-    when QEMU's main thread has exited, /proc/PID/stat says Z while the vCPU threads still
-    run and still hold the disk images' locks."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        tasks = []
-    if not tasks:  # no task dir to read: fall back to the leader's state
-        return _proc_state(f"/proc/{pid}/stat") not in (None, "Z", "X")
-    return any(
-        _proc_state(f"/proc/{pid}/task/{tid}/stat") not in (None, "Z", "X") for tid in tasks
-    )
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
     """Wait until the process is really gone: reaped if it is our child, else no /proc/PID
     or every thread a zombie. False on timeout."""
@@ -434,7 +405,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             mine = True
         except ChildProcessError:
             mine = False
-        if not mine and not _pid_alive(pid):
+        if not mine and not pid_alive(pid):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -507,7 +478,7 @@ def _kvm_usable() -> bool:
 
 def _kernel_talks(serial_log: Path, pid: int) -> bool:
     deadline = time.monotonic() + KVM_PROBE_SECONDS
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         try:
             if "Linux version" in serial_log.read_text(errors="replace"):
                 return True
@@ -535,13 +506,6 @@ def _read_state(lab_dir: Path) -> VmInfo | None:
         return VmInfo(**json.loads((lab_dir / "state.json").read_text()))
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError:
-        return "(no log)"
 
 
 def _connect(lab_dir: Path, port: int, timeout: float = 10.0):
@@ -643,20 +607,20 @@ def _poll_ssh(
         if size != seen:
             seen, changed = size, now
         elif now - changed > STALL_SECONDS:
-            lines = _tail(serial).strip().splitlines() or ["(nothing)"]
+            lines = tail(serial, LOG_TAIL).strip().splitlines() or ["(nothing)"]
             raise BootStalled(f"vm: boot stalled: no console output for {STALL_SECONDS:.0f} s "
                               f"after {lines[-1].strip()!r}")
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             raise NetfixError(
                 f"vm: QEMU (pid {pid}) exited while booting; serial log "
-                f"({lab_dir / 'serial.log'}):\n{_tail(lab_dir / 'serial.log')}\n"
-                f"QEMU log:\n{_tail(lab_dir / 'qemu.log')}"
+                f"({lab_dir / 'serial.log'}):\n{tail(lab_dir / 'serial.log', LOG_TAIL)}\n"
+                f"QEMU log:\n{tail(lab_dir / 'qemu.log', LOG_TAIL)}"
             )
         if now - t0 > timeout:
             raise NetfixError(
                 f"vm: no SSH on 127.0.0.1:{port} within {timeout:.0f} s; run `netfix lab down` "
                 f"to clean up. Serial log ({lab_dir / 'serial.log'}):\n"
-                f"{_tail(lab_dir / 'serial.log')}"
+                f"{tail(lab_dir / 'serial.log', LOG_TAIL)}"
             )
         if now - last >= 15:
             last = now
@@ -745,7 +709,7 @@ def vm_up(
     if re.search(r"[\s,]", str(lab_dir)):
         raise NetfixError(f"vm lab dir {lab_dir} must not contain whitespace or commas")
     info = _read_state(lab_dir)
-    if info is not None and _pid_alive(info.pid) and info.pid in _our_qemus(lab_dir):
+    if info is not None and pid_alive(info.pid) and info.pid in _our_qemus(lab_dir):
         say(f"{info.name} already running (127.0.0.1:{info.port}, {info.accel})")
         return lab_dir / "inventory.yaml"
     _kill_stale(lab_dir, say)
@@ -801,7 +765,7 @@ def vm_up(
             kvm_verdict.write_text(os.uname().release)
             (lab_dir / "serial.log").unlink(missing_ok=True)
     else:
-        raise NetfixError(f"vm: QEMU did not start:\n{_tail(lab_dir / 'qemu.log')}")
+        raise NetfixError(f"vm: QEMU did not start:\n{tail(lab_dir / 'qemu.log', LOG_TAIL)}")
     say(
         f"vm: QEMU pid {pid}, {accel.upper()}"
         + (" (software emulation; KVM unavailable)" if accel == "tcg" else "")
@@ -839,7 +803,7 @@ def _wait_booted(tools: dict[str, str], image: Path, lab_dir: Path, info: VmInfo
 
 def vm_info(lab_dir: Path = DEFAULT_DIR) -> VmInfo | None:
     info = _read_state(Path(lab_dir))
-    return info if info is not None and _pid_alive(info.pid) else None
+    return info if info is not None and pid_alive(info.pid) else None
 
 
 def _ssh_timeout(accel: str) -> float:
@@ -920,14 +884,4 @@ def vm_down(lab_dir: Path = DEFAULT_DIR, progress: Progress | None = None) -> li
         removed.append(f"vm {info.name} (pid {info.pid})")
     removed += _kill_stale(lab_dir, say)
     # Only what the VM lab wrote, so a mistyped dir cannot wipe anything else.
-    ours = [lab_dir / e for e in VM_ENTRIES if (lab_dir / e).exists()]
-    ours += [lab_dir / (e + ".tmp") for e in VM_ENTRIES if (lab_dir / (e + ".tmp")).exists()]
-    for path in ours:
-        path.unlink()
-    if ours:
-        try:
-            lab_dir.rmdir()
-            removed.append(f"dir {lab_dir}")
-        except OSError:
-            removed.append(f"vm files in {lab_dir}")
-    return removed
+    return removed + remove_entries(lab_dir, VM_ENTRIES, "vm")

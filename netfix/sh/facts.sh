@@ -1,0 +1,59 @@
+# shellcheck shell=sh
+# The fact script (after prelude.sh): the host records, transactions left "applying" and
+# the tools; then the generated `v`/`f`/`d` lines, facts-files.sh and the knobs' snippets.
+# Every record is one line: @@NF<TAB>kind<TAB>name<TAB>state<TAB>payload.
+# Input: NF_TOOLS, the commands whose presence is reported.
+#
+# Builtins only where it matters: on a lab machine 20 nodes run this at once on 2 cores,
+# so each fork counts. Values use `read`; all files go through one stat and one base64.
+: "${NF_TOOLS?}"
+set -f
+NL='
+'
+F=""
+V=""
+# v PATH: a single-value file: absent, read-only or writable (its value comes from the
+# one grep of facts-files.sh).
+v() {
+  if [ -e "$1" ]; then
+    if [ -w "$1" ]; then s=rw; else s=ro; fi
+    printf '@@NF\tv\t%s\t%s\t\n' "$1" "$s"; V="$V$1$NL"
+  else printf '@@NF\tv\t%s\tabsent\t\n' "$1"; fi
+}
+# f PATH: a whole file (content from facts-files.sh), masked or absent.
+f() {
+  if [ -L "$1" ] && [ "$(readlink "$1")" = /dev/null ]; then
+    printf '@@NF\tf\t%s\tmasked\t\n' "$1"
+  elif [ -f "$1" ] && [ -r "$1" ]; then F="$F$1$NL"
+  else printf '@@NF\tf\t%s\tabsent\t\n' "$1"; fi
+}
+# d DIR: every *.conf in DIR, as f.
+d() {
+  set +f
+  for x in "$1"/*.conf; do { [ -e "$x" ] || [ -L "$x" ]; } && f "$x"; done
+  set -f
+  printf '@@NF\td\t%s\tlisted\t\n' "$1"
+}
+read -r x < /proc/sys/kernel/hostname; printf '@@NF\thost\thostname\t\t%s\n' "$x"
+read -r x < /proc/sys/kernel/osrelease; printf '@@NF\thost\tkernel\t\t%s\n' "$x"
+read -r x < /sys/devices/system/cpu/online; printf '@@NF\thost\tcpus\t\t%s\n' "$x"
+while read -r k x _; do [ "$k" = MemTotal: ] && break; done < /proc/meminfo
+printf '@@NF\thost\tmem_kb\t\t%s\n' "$x"
+while read -r k x _; do [ "$k" = Uid: ] && break; done < /proc/self/status
+printf '@@NF\thost\tuid\t\t%s\n' "$x"
+x=""; read -r x < /etc/machine-id 2>/dev/null; printf '@@NF\thost\tmachine_id\t\t%s\n' "$x"
+# Transactions left "applying": the engine recovers them (builtins unless one is).
+set +f
+for x in /var/lib/netfix/tx/*.status; do
+  [ -f "$x" ] || continue
+  read -r s _ < "$x"
+  [ "$s" = applying ] || continue
+  x=${x%.status}; printf '@@NF\tpending\t%s\t\t' "${x##*/}"
+  base64 -w0 < "$x.json" 2>/dev/null; echo
+done
+set -f
+# NF_TOOLS: command names, one word each, split deliberately (set -f: no globs)
+for t in $NF_TOOLS; do
+  if command -v "$t" >/dev/null 2>&1; then s=yes; else s=no; fi
+  printf '@@NF\ttool\t%s\t%s\t\n' "$t" "$s"
+done

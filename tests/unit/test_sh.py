@@ -1,0 +1,197 @@
+"""The sh the nodes run, as files (netfix/sh): shellcheck-clean, parameters passed as
+quoted shell variables, and the sh that reads values on a node agreeing with the Python
+that reads the same values in the facts (the normaliser, the ethtool parsers)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netfix import ethtool, ifaces, journal, sh
+from netfix.facts import Needs, build_script, parse
+from netfix.util import norm
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DATA = ROOT / "tests" / "data"
+ET = DATA / "ethtool"
+
+
+def run_sh(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", script, "sh", *args], capture_output=True, text=True,
+                          env=env)
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def test_every_file_is_package_data_and_loads():
+    names = sh.files()
+    assert "prelude.sh" in names and len(names) >= 20
+    assert '"netfix.sh" = ["*.sh"]' in (ROOT / "pyproject.toml").read_text()
+    for name in names:
+        text = sh.load(name)
+        assert sh.source(name).startswith("# shellcheck shell=sh\n"), name
+        assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0, name
+        # Comments go, shellcheck directives stay (the samples are checked with them).
+        assert not re.search(r"^\s*#(?! shellcheck disable=)", text, re.M), name
+
+
+def test_no_token_replacement_left_in_the_python():
+    for path in [*(ROOT / "netfix").glob("*.py"), *(ROOT / "netfix" / "knobs").glob("*.py")]:
+        assert not re.search(r"@[A-Z]{3,}@", path.read_text()), path
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_shellcheck_clean_on_files_and_generated_samples(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "sh-samples.py"), "--check",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"facts.sh", "apply.sh", "rollback.sh", "recover.sh", "outcome.sh", "nic.sh",
+            "confirm.sh", "revert.sh"} <= names
+    assert any(n.endswith("-irqbalance.sh") for n in names)
+
+
+@pytest.mark.parametrize("value", ["plain", "two words", "it's", "$(id)", "`id`", "a\nb",
+                                   "", "*", "-n", "tab\there", "back\\slash", '"q"'])
+def test_parameters_arrive_as_given(value):
+    r = run_sh(sh.assign(NF_X=value) + 'printf %s "$NF_X"')
+    assert r.returncode == 0 and r.stdout == value
+
+
+def test_list_parameters_are_words_and_blanks_are_refused():
+    assert sh.assign(NF_L=["a*", "b"], NF_B=True, NF_N=False) == "NF_L='a* b'\nNF_B=1\nNF_N=0\n"
+    with pytest.raises(ValueError, match="without blanks"):
+        sh.assign(NF_L=["a b"])
+    with pytest.raises(ValueError, match="not a shell variable"):
+        sh.assign(**{"1X": "v"})
+
+
+def test_a_script_carries_the_prelude_functions_it_uses():
+    assert "nf_write()" not in build_script(Needs())
+    text = journal.apply_script(journal.Tx("t", "apply", "h", "p", []))
+    assert text.count("nf_write() {") == 1 and "nf_norm() {" in text
+    assert sh.prelude_functions("nf_write x").split("() {")[0] == "nf_dir"  # its helpers
+
+
+def test_python_constants_match_the_sh():
+    assert f"{journal.UNCONFIRMED}*)" in sh.load("confirm.sh")
+    recover = sh.load("recover.sh")
+    assert f'"$TX" {journal.INTERRUPTED};' in recover
+    assert f'"$TX" {journal.INTERRUPTED_INCOMPLETE};' in recover
+    assert f"exit {journal.REVERTING}" in sh.load("disarm-pre.sh")
+    tx = sh.load("tx.sh")
+    assert f"exit {journal.SETUP}" in tx and f"exit {journal.LOCKED}" in tx
+    fail = sh.load("tx-fail.sh")
+    assert f"exit {journal.FAILED}" in fail and f"exit {journal.RESTORE_FAILED}" in fail
+
+
+# --------------------------------------------------------------------------- normaliser
+
+
+VALUES = ["1", "4096\t16384\t4194304", "4096\t16384\t4194304\n", "  lead and trail  ",
+          "multiple   spaces  inside", "\ttabs\t\tonly\t", "one\ntwo\nthree\n", "\n\n",
+          "", " ", "\t", "a \t \n b", "x\n\n\ny", "0-3,6", "cubic reno", "* not a glob ?",
+          "-n", "-e x", "a\\tb"]
+
+
+def test_sh_normaliser_equals_python_norm():
+    prog = sh.prelude_functions("nf_norm") + \
+        'for v in "$@"; do nf_norm "$v"; printf "%s\\0" "$NORM"; done'
+    r = run_sh(prog, *VALUES)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\0")[:-1] == [norm(v) for v in VALUES]
+
+
+def test_node_reads_value_files_as_the_facts_do(tmp_path):
+    """The plan's current value (the fact script's one grep, parsed and normalised in
+    Python) and the apply script's two readers of the same file (gv from one grep for the
+    stale check, curv after a write) agree, whatever the blanks and newlines."""
+    paths = []
+    for i, v in enumerate(VALUES):
+        p = tmp_path / f"v{i}"
+        p.write_text(v)
+        paths.append(str(p))
+    facts = parse("h", subprocess.run(["sh", "-s"], input=build_script(Needs(paths=set(paths))),
+                                      capture_output=True, text=True).stdout)
+    readers = (sh.prelude_functions(sh.load("tx.sh")) + sh.function("tx.sh", "curv")
+               + sh.load("tx-check.sh") + 'G=$(grep -aH \'\' -- "$@" 2>/dev/null)\n'
+               'for p in "$@"; do gv "$p"; g=$CUR; curv "$p"; printf "%s\\t%s\\0" "$g" "$CUR"; '
+               "done")
+    r = run_sh(readers, *paths)
+    assert r.returncode == 0, r.stderr
+    got = [tuple(x.split("\t")) for x in r.stdout.split("\0")[:-1]]
+    for path, v, (gv, curv) in zip(paths, VALUES, got, strict=True):
+        plan = facts.value(path).value or ""  # an empty file gives no grep line: None
+        assert gv == curv == plan == norm(v), (v, gv, curv, plan)
+
+
+# --------------------------------------------------------------------------- ethtool
+
+
+def recordings() -> list[tuple[str, ethtool.Output]]:
+    """Every recorded text output of -l/-g/-c/-k: the ethtool recordings, and the ethtool
+    sections of the recorded fact snippet outputs."""
+    found = []
+    for path in sorted(ET.glob("*-[lgck].txt")):
+        o = ethtool.Output(path.stem[-1], "text", 0, path.read_text())
+        if "not supported" not in o.text:  # what veth says to -g/-c (exit 1: no step)
+            found.append((path.name, o))
+    for path in sorted(DATA.glob("ifaces-*.txt")):
+        for link in ifaces.parse(path.read_text()).links.values():
+            for sub, o in sorted(link.ethtool.items()):
+                if o.mode == "text" and o.rc == 0:
+                    found.append((f"{path.name}:{link.name}:{sub}", o))
+    return found
+
+
+GROUP = {v: k for k, v in ethtool.SHOW.items()}
+
+
+def python_state(group: str, o: ethtool.Output) -> dict[str, str]:
+    """What the plan holds as the current state of every key the parsers find (the keys a
+    step can carry: limits the hardware has, coalescing values that are not n/a)."""
+    if group in ("channels", "rings"):
+        keys = ethtool.CHANNEL_KEYS if group == "channels" else ethtool.RING_KEYS
+        lim = ethtool.limits(o, keys)
+        return {k: str(lim.current[k]) for k in keys if lim.maximum[k]}
+    if group == "coalesce":
+        return {k: v for k, v in ethtool.coalesce(o).items() if v is not None}
+    feats = ethtool.features(o)
+    short = {v: k for k, v in ethtool.FEATURE_ALIASES.items()}
+    return {short.get(k, k): "on" if f.active else "off" for k, f in feats.items()}
+
+
+def awk_state(group: str, o: ethtool.Output, keys: list[str], tmp_path: Path) -> str:
+    fake = tmp_path / "bin" / "ethtool"
+    fake.parent.mkdir(exist_ok=True)
+    (tmp_path / "out.txt").write_text(o.text)
+    fake.write_text(f"#!/bin/sh\ncat {tmp_path / 'out.txt'}\n")
+    fake.chmod(0o755)
+    r = run_sh(ethtool.read_sh(group, "eth0", keys), env={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.mark.parametrize("name,o", recordings(), ids=[n for n, _ in recordings()])
+def test_awk_readers_equal_the_python_parsers(name, o, tmp_path):
+    group = GROUP[o.sub]
+    want = python_state(group, o)
+    assert want, f"{name}: nothing parsed"
+    assert awk_state(group, o, list(want), tmp_path) == ethtool.state(want)
+
+
+@pytest.mark.parametrize("stem", ["host-virtio_net-eth0-k", "veth-eth1-k"])
+def test_awk_reader_of_the_text_equals_the_json_parser(stem, tmp_path):
+    """The facts may come as --json, the reader always parses text: the same device's two
+    outputs must give the same state."""
+    text = ethtool.Output("k", "text", 0, (ET / f"{stem}.txt").read_text())
+    as_json = python_state("offloads", ethtool.Output("k", "json", 0,
+                                                       (ET / f"{stem}.json").read_text()))
+    assert as_json == python_state("offloads", text)
+    assert awk_state("offloads", text, list(as_json), tmp_path) == ethtool.state(as_json)
