@@ -470,6 +470,79 @@ def drift(inventory, limit, profile, as_json, junit_file, prom_file, md_file, wa
     sys.exit(last.exit_code)
 
 
+class DoctorCommand(DriftCommand):
+    """`doctor --help` lists every detector and its finding codes, read from the modules."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from netfix.doctor import detectors
+
+        with formatter.section("Detectors and their finding codes"):
+            for mod in detectors():
+                formatter.write_text(f"{mod.NAME}:")
+                with formatter.indentation():
+                    formatter.write_dl(sorted(mod.CODES.items()))
+
+
+@main.command(cls=DoctorCommand)
+@inventory_options
+@click.option("--window", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              metavar="SECONDS", help="Read the counters twice, SECONDS apart, in the same SSH "
+              "session: a finding then says what is happening now (a rate). 0: since boot only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema "
+              "netfix-doctor/v1, see docs/doctor.md).")
+@click.option("--junit", "junit_file", metavar="FILE", help="Write JUnit XML: a test case per "
+              "host and detector, a failure per detector with findings at warning or above.")
+@click.option("--prometheus", "prom_file", metavar="FILE", help="Write node_exporter textfile "
+              "metrics: netfix_doctor_finding{code,severity,host} and the raw gauges.")
+@click.option("--markdown", "md_file", metavar="FILE", help="Write a Markdown summary.")
+@click.option("--fix-profile", "fix_file", metavar="FILE", help="Write the remedies of the "
+              "knob-fixable findings as a profile extending each host's profile (one file per "
+              "distinct remedy set; STEM.hosts.yaml beside it names which hosts get which); "
+              "findings no knob fixes are listed with their action.")
+@click.option("--probe-mtu", is_flag=True, help="Also ping (-M do) the inventory's other "
+              "selected nodes at the full interface MTU, to find MTU black holes.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show info findings, why each "
+              "finding hurts, its evidence and action.")
+def doctor(inventory, limit, window, as_json, junit_file, prom_file, md_file, fix_file,
+           probe_mtu, verbose) -> None:
+    """Find what is wrong with each node's network, say why, and write the remedy.
+
+    One read-only SSH command per host, hosts in parallel: every detector's files and
+    commands are read once, counters twice (--window apart). Findings have a stable code,
+    a severity (critical, warning, info), the evidence as numbers, and a remedy: a profile
+    fragment (--fix-profile) or an action for a person.
+
+    \b
+    Exit codes: 0 no finding at warning or above, 2 findings, 1 a host (or a detector on
+    it) could not be checked."""
+    from netfix.doctor import report as dreport
+    from netfix.doctor import run as drun
+
+    hosts = select(inventory, limit)
+    probe = None
+    if probe_mtu:
+        from netfix.doctor import mtu as dmtu
+
+        probe = dmtu.probe_targets(hosts)
+    result = drun.run(hosts, window, progress if sys.stderr.isatty() else None, probe=probe)
+    dreport.write_reports(result, junit_file, prom_file, md_file)
+    if as_json:
+        click.echo(dreport.to_json(result))
+    else:
+        dreport.table(result, verbose)
+    for h in result.hosts:
+        if h.error:
+            click.echo(f"netfix: doctor could not check {h.host}: {h.error}", err=True)
+        for err in h.detector_errors.values():
+            click.echo(f"netfix: {h.host}: {err}", err=True)
+    if fix_file:
+        from netfix.doctor import fixprofile
+
+        for line in fixprofile.write(result, fix_file):
+            click.echo(line, err=True)
+    sys.exit(result.exit_code)
+
+
 @main.group()
 def profiles() -> None:
     """List, show and validate profiles."""

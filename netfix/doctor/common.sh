@@ -1,0 +1,65 @@
+# netfix doctor: the part every host runs once, before the detectors' functions.
+# Read-only: it reads /proc and the kernel log and writes nothing. POSIX sh.
+#
+# Output, after a `@@ND common -` marker, one `key value` line each:
+#   clock EPOCH        the node's wall clock (seconds since 1970, UTC)
+#   uptime SECONDS     /proc/uptime when the clock was read (kernel log times are uptimes)
+#   cpus N, kernel RELEASE, uid N
+#   netns 0|1          1: a network namespace (or container) of a larger kernel
+#   klog SOURCE        dmesg, kmsg, skipped (netns: the log is the host's) or none
+# then, after `@@ND klog -`, the kernel log lines detectors care about, each as
+# `UPTIME MESSAGE` (seconds since boot, as the kernel stamped it).
+
+# Kernel messages the detectors read: conntrack table full (and the ratelimit lines that
+# say how many were suppressed), SYN floods, OOM kills.
+ND_KLOG='nf_conntrack: (nf_conntrack: )?table full|callbacks suppressed|Possible SYN flooding|Out of memory|oom-kill:|Killed process|oom_reaper'
+ND_KLOG_MAX=2000
+
+nd_mark() {
+  printf '\n@@ND %s %s\n' "$1" "$2"
+}
+
+nd_uptime() {
+  read -r u _ < /proc/uptime && printf '%s\n' "$u"
+}
+
+# The kernel log: `dmesg` ("[  12.345678] msg"), else /dev/kmsg records
+# ("PRIO,SEQ,USEC,FLAGS;msg", read without blocking); both turned into "12.345678 msg".
+nd_klog_read() {
+  if command -v dmesg >/dev/null 2>&1 && dmesg > /dev/null 2>&1; then
+    echo dmesg
+    dmesg 2>/dev/null | grep -E "$ND_KLOG" | tail -n "$ND_KLOG_MAX" |
+      sed -n 's/^\[ *\([0-9][0-9]*\.[0-9]*\)\] \(.*\)$/\1 \2/p'
+  elif [ -r /dev/kmsg ] && command -v dd >/dev/null 2>&1; then
+    echo kmsg
+    dd if=/dev/kmsg iflag=nonblock bs=16384 2>/dev/null | grep -E "$ND_KLOG" |
+      tail -n "$ND_KLOG_MAX" |
+      awk -F';' '/^[0-9]+,[0-9]+,[0-9]+/ { split($1, h, ","); m = substr($0, length($1) + 2);
+        printf "%d.%06d %s\n", h[3] / 1000000, h[3] % 1000000, m }'
+  else
+    echo none
+  fi
+}
+
+nd_common() {
+  nd_mark common -
+  printf 'clock %s\n' "$(date +%s)"
+  printf 'uptime %s\n' "$(nd_uptime)"
+  n=$(getconf _NPROCESSORS_ONLN 2>/dev/null) || n=$(grep -c '^processor' /proc/cpuinfo)
+  printf 'cpus %s\n' "$n"
+  read -r k < /proc/sys/kernel/osrelease && printf 'kernel %s\n' "$k"
+  printf 'uid %s\n' "$(id -u)"
+  # net.core's host-global sysctls (netdev_max_backlog, netdev_budget, rmem_max...) are
+  # registered for the initial network namespace only: absent anywhere else.
+  if [ -e /proc/sys/net/core/netdev_max_backlog ]; then netns=0; else netns=1; fi
+  printf 'netns %s\n' "$netns"
+  if [ "$netns" = 1 ]; then
+    printf 'klog skipped\n'
+    nd_mark klog -
+    return 0
+  fi
+  nd_tmp=$(nd_klog_read)
+  printf 'klog %s\n' "$(printf '%s\n' "$nd_tmp" | head -n 1)"
+  nd_mark klog -
+  printf '%s\n' "$nd_tmp" | tail -n +2
+}

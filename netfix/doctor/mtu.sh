@@ -1,0 +1,31 @@
+# netfix doctor detector `mtu`: links (with their kind and tunnel data), addresses and
+# default routes, read once, in the records netfix.ifaces.parse reads. With --probe-mtu,
+# $ND_PROBE holds the other nodes' addresses: one small and one full-size ping with the
+# don't-fragment bit to each (ping is read-only; it only sends to those addresses).
+
+once_mtu() {
+  echo "== link"
+  ip -j -d link show 2>/dev/null
+  echo "== addr"
+  ip -j addr show 2>/dev/null
+  echo "== route"
+  ip -o route show default 2>/dev/null
+  ip -o -6 route show default 2>/dev/null
+  [ -n "${ND_PROBE:-}" ] || return 0
+  command -v ping >/dev/null 2>&1 || { echo "== probe-unavailable"; return 0; }
+  own=$(ip -o addr show 2>/dev/null)
+  for a in $ND_PROBE; do
+    case $own in *" $a/"*) continue ;; esac
+    dev=$(ip -o route get "$a" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+    [ -n "$dev" ] || continue
+    read -r m < "/sys/class/net/$dev/mtu" 2>/dev/null || continue
+    s=fail; b=fail
+    ping -n -q -c 1 -W 1 -s 56 "$a" >/dev/null 2>&1 && s=ok
+    ping -n -q -M "do" -c 1 -W 1 -s "$((m - 28))" "$a" >/dev/null 2>&1 && b=ok
+    echo "== probe $a $dev $m $s $b"
+  done
+}
+
+sample_mtu() {
+  :
+}

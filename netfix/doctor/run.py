@@ -1,0 +1,297 @@
+"""Run the doctor across hosts: one read-only SSH command per host, hosts in parallel.
+
+Each host runs one script: `common.sh` (clock, uptime, CPUs, kernel, netns detection and
+the kernel log, read once and filtered), every detector's sh, then every `once_X`, every
+`sample_X`, `sleep WINDOW`, every `sample_X` again. Each part of the output starts with a
+marker line `@@ND <part> <detector>`; the parser splits on them into a `Sample` and hands
+it to each detector's `detect`. The window is measured on the node (its uptime before the
+first and before the second sample), so a slow link does not inflate a rate.
+
+A detector that raises is that host's error for that detector (the other detectors'
+findings stand); a host that cannot be reached or whose output is cut off is that host's
+error (the other hosts carry on). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from types import ModuleType
+
+from netfix import transport
+from netfix.doctor import SEVERITY_ORDER, Finding, LogLine, Sample, Severity, detectors
+from netfix.engine import host_error, parallel
+from netfix.errors import NetfixError
+from netfix.inventory import Host
+
+SCHEMA = "netfix-doctor/v1"
+MARK = "@@ND "
+MAX_WINDOW = 3600.0
+# Seconds the node may take beyond the window (kernel log, iptables-save of a big ruleset).
+SLACK = 90.0
+EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class HostDoctor:
+    host: str
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None  # the host could not be checked at all
+    detector_errors: dict[str, str] = field(default_factory=dict)  # NAME -> why it failed
+    notes: list[str] = field(default_factory=list)  # e.g. "kernel log not readable"
+    checked_at: float = 0.0
+    duration: float = 0.0
+    window: float = 0.0  # as measured on the node
+    uptime: float = 0.0
+    kernel: str = ""
+    netns: bool = False
+    detectors: list[str] = field(default_factory=list)  # the detectors that ran
+    profile: str | None = None  # the host's profile in the inventory (for --fix-profile)
+    groups: list[str] = field(default_factory=list)
+    sample: Sample | None = None  # what the node read (not in the JSON report)
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Findings at warning or above: what makes the exit code 2."""
+        return [f for f in self.findings if f.severity != Severity.INFO]
+
+    @property
+    def status(self) -> str:
+        if self.error or self.detector_errors:
+            return "error"
+        return "findings" if self.problems else "ok"
+
+
+@dataclass
+class DoctorReport:
+    hosts: list[HostDoctor]
+    window: float = 0.0  # as asked (--window)
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for h in self.hosts for f in h.findings]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(h.status == "error" for h in self.hosts)
+
+    @property
+    def exit_code(self) -> int:
+        # An error wins: a host (or detector) that was not checked is never "healthy".
+        if self.has_errors:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if any(h.problems for h in self.hosts) else EXIT_OK
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (SEVERITY_ORDER[Severity(f.severity)], f.detector,
+                                           f.code, f.subject))
+
+
+# ------------------------------------------------------------------------- the script
+
+
+def _sh(name: str) -> str:
+    try:
+        return resources.files("netfix.doctor").joinpath(name).read_text()
+    except OSError as e:
+        raise NetfixError(f"netfix/doctor/{name} is missing ({e.strerror or e}): every "
+                          "detector needs its sh next to it (package data)") from None
+
+
+def build_script(mods: Sequence[ModuleType], window: float,
+                 probe: Sequence[str] = ()) -> str:
+    """The whole read-only script one host runs. `window` is a validated number; `probe`
+    (--probe-mtu) the IP addresses of the nodes to ping, each checked to be an address."""
+    import ipaddress
+    import shlex
+
+    names = [m.NAME for m in mods]
+    targets = [str(ipaddress.ip_address(a)) for a in probe]
+    for n in names:  # NAME is code, never input; still, it reaches the shell
+        if not n.isidentifier():
+            raise NetfixError(f"detector name {n!r} is not a plain identifier")
+    parts = ["#!/bin/sh", "# netfix doctor (read-only)", "LC_ALL=C; export LC_ALL",
+             f"ND_WINDOW={window:g}", f"ND_PROBE={shlex.quote(' '.join(targets))}",
+             "export ND_WINDOW ND_PROBE",
+             _sh("common.sh")]
+    parts += [_sh(f"{n}.sh") for n in names]
+    body = ["nd_common"]
+    body += [f"nd_mark once {n}; once_{n} 2>/dev/null" for n in names]
+    body += ["nd_mark t before; nd_uptime"]
+    body += [f"nd_mark before {n}; sample_{n} 2>/dev/null" for n in names]
+    if window > 0:
+        body += [f"sleep {window:g}", "nd_mark t after; nd_uptime"]
+        body += [f"nd_mark after {n}; sample_{n} 2>/dev/null" for n in names]
+    body += ["nd_mark end -"]
+    return "\n".join(parts + body) + "\n"
+
+
+# ------------------------------------------------------------------------- parsing
+
+
+def split_output(text: str) -> dict[tuple[str, str], str]:
+    """`@@ND part name` sections -> {(part, name): text}; each text ends with one newline
+    (or is empty)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    current: list[str] | None = None
+    for line in text.split("\n"):
+        if line.startswith(MARK):
+            words = line[len(MARK):].split()
+            if len(words) == 2:
+                current = out.setdefault((words[0], words[1]), [])
+                continue
+        if current is not None:
+            current.append(line)
+    parts = {}
+    for key, lines in out.items():
+        body = "\n".join(lines).strip("\n")
+        parts[key] = body + "\n" if body else ""
+    return parts
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text.strip().split()[0])
+    except (ValueError, IndexError):
+        raise NetfixError(f"the node's doctor output has no valid {what}: {text[:80]!r}") \
+            from None
+
+
+def wall_time(clock: float, uptime: float, at_uptime: float) -> str:
+    """ISO 8601 UTC of a kernel timestamp (seconds since boot), from the node's clock."""
+    ts = clock - (uptime - at_uptime)
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_klog(text: str, clock: float, uptime: float) -> list[LogLine]:
+    lines = []
+    for line in text.splitlines():
+        head, _, message = line.partition(" ")
+        try:
+            at = float(head)
+        except ValueError:
+            continue
+        lines.append(LogLine(at, message, wall_time(clock, uptime, at) if clock else ""))
+    return lines
+
+
+def parse_sample(host: str, text: str, names: Sequence[str],
+                 groups: Sequence[str] = ()) -> tuple[Sample, list[str]]:
+    """One host's output -> (Sample, notes). Raises NetfixError on a cut-off output."""
+    parts = split_output(text)
+    if ("end", "-") not in parts:
+        raise NetfixError("the doctor script's output is incomplete (the node or the "
+                          "connection stopped it half-way); run again")
+    common = {}
+    for line in parts.get(("common", "-"), "").splitlines():
+        key, _, value = line.partition(" ")
+        common[key] = value.strip()
+    clock = _float(common.get("clock", ""), "clock")
+    uptime = _float(common.get("uptime", ""), "uptime")
+    before_t = _float(parts.get(("t", "before"), ""), "sample time")
+    after_t = parts.get(("t", "after"))
+    window = max(0.0, _float(after_t, "sample time") - before_t) if after_t else 0.0
+    sample = Sample(host=host, window=round(window, 3), uptime=uptime,
+                    kernel=common.get("kernel", ""), netns=common.get("netns") == "1",
+                    groups=list(groups))
+    try:
+        sample.cpus = max(1, int(common.get("cpus", "1")))
+    except ValueError:
+        sample.cpus = 1
+    notes = []
+    source = common.get("klog", "none")
+    if source == "none":
+        notes.append("kernel log not readable here (no dmesg, no /dev/kmsg access): the "
+                     "log-based checks (table full, SYN flooding, OOM) saw nothing")
+    elif source == "skipped":
+        notes.append("network namespace of a larger kernel: the kernel log and host-global "
+                     "counters are the host's, not read as this node's")
+    if common.get("uid") not in (None, "0"):
+        notes.append(f"not root on the node (uid {common.get('uid')}): some files may be "
+                     "unreadable")
+    sample.klog = parse_klog(parts.get(("klog", "-"), ""), clock, uptime)
+    for n in names:
+        sample.once[n] = parts.get(("once", n), "")
+        sample.before[n] = parts.get(("before", n), "")
+        # With --window 0 there is one sample: `after` repeats it (deltas are 0).
+        sample.after[n] = parts.get(("after", n), sample.before[n]) if after_t else \
+            sample.before[n]
+    return sample, notes
+
+
+# ------------------------------------------------------------------------- running
+
+
+def diagnose(sample: Sample, mods: Sequence[ModuleType]) -> tuple[list[Finding], dict[str, str]]:
+    """Every detector on one sample; a detector that raises is an error for it alone."""
+    findings, errors = [], {}
+    for mod in mods:
+        try:
+            found = list(mod.detect(sample))
+            for f in found:
+                if not isinstance(f, Finding):
+                    raise TypeError(f"detect() returned {type(f).__name__}, not Finding")
+                f.detector = mod.NAME
+                f.severity = Severity(f.severity)
+        except Exception as e:  # one detector's bug never hides another's findings
+            errors[mod.NAME] = f"detector {mod.NAME} failed: {host_error(e)}"
+            continue
+        findings += found
+    return sort_findings(findings), errors
+
+
+def check_host(host: Host, window: float, mods: Sequence[ModuleType] | None = None,
+               script: str | None = None, probe: Sequence[str] = ()) -> HostDoctor:
+    mods = detectors() if mods is None else mods
+    hd = HostDoctor(host.name, checked_at=time.time(), detectors=[m.NAME for m in mods],
+                    profile=host.profile, groups=list(host.groups))
+    started = time.monotonic()
+    try:
+        res = transport.run(host, script or build_script(mods, window, probe),
+                            timeout=window + SLACK)
+        if res.rc != 0 and "@@ND end" not in res.stdout:
+            raise NetfixError(f"doctor script failed (exit {res.rc}): "
+                              f"{res.stderr.strip()[:300]}")
+        sample, hd.notes = parse_sample(host.name, res.stdout, hd.detectors, host.groups)
+        hd.sample, hd.window, hd.uptime = sample, sample.window, sample.uptime
+        hd.kernel, hd.netns = sample.kernel, sample.netns
+        hd.findings, hd.detector_errors = diagnose(sample, mods)
+    except Exception as e:
+        hd.error = host_error(e)
+    hd.duration = time.monotonic() - started
+    return hd
+
+
+def run(hosts: list[Host], window: float = 5.0, progress: Progress | None = None,
+        mods: Sequence[ModuleType] | None = None,
+        probe: Sequence[str] | None = None) -> DoctorReport:
+    """All hosts in parallel: with a window W the whole run takes about W, not W per host."""
+    if not 0 <= window <= MAX_WINDOW:
+        raise NetfixError(f"--window must be between 0 and {MAX_WINDOW:g} seconds")
+    mods = detectors() if mods is None else tuple(mods)
+    script = build_script(mods, window, probe or ())
+    report = DoctorReport([], window=window)
+
+    def one(host: Host) -> HostDoctor:
+        hd = check_host(host, window, mods, script)
+        if progress:
+            if hd.error:
+                progress(f"{host.name}: ERROR {hd.error}")
+            else:
+                worst = hd.findings[0].severity if hd.findings else "ok"
+                progress(f"{host.name}: {len(hd.problems)} finding(s) at warning or above"
+                         + (f" (worst {worst})" if hd.problems else "")
+                         + "".join(f"; {e}" for e in hd.detector_errors.values()))
+        return hd
+
+    report.hosts = parallel(hosts, one)
+    report.finished = time.time()
+    return report

@@ -1,0 +1,162 @@
+"""The addresses, kubeproxy, mtu and synflood detectors on recorded node output (captured
+from network namespaces on this machine: `ip -j addr`, `ip -j -d link`) and on this
+machine's own /proc/net/netstat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netfix.doctor import LogLine, Sample, Severity, addresses, kubeproxy, mtu, synflood
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "doctor"
+
+
+def sample(name: str, once: str = "", before: str = "", after: str = "", window: float = 0,
+           **kw) -> Sample:
+    return Sample("n1", window, once={name: once}, before={name: before},
+                  after={name: after or before}, **kw)
+
+
+def codes(findings) -> list[str]:
+    return [f.code for f in findings]
+
+
+# ------------------------------------------------------------------------ addresses
+
+
+def test_static_and_dhcp_on_one_interface():
+    text = (DATA / "addr-static-dhcp.json").read_text()
+    found = addresses.detect(sample("addresses", text))
+    by = {(f.code, f.subject): f for f in found}
+    dual = by[("addresses-static-and-dhcp", "eth1")]
+    assert dual.severity == Severity.WARNING and dual.evidence["dynamic"] == 1
+    assert dual.evidence["same_subnet"] == 1 and "10.252.9.77/24 dynamic" in dual.summary
+    assert dual.remedy.action and not dual.remedy.profile
+    # two static addresses in one subnet on eth1p; the eth1 pair is not reported twice
+    assert ("addresses-same-subnet", "eth1p") in by
+    assert ("addresses-same-subnet", "eth1") not in by
+
+
+def test_one_address_per_interface_is_fine():
+    data = json.loads((DATA / "addr-static-dhcp.json").read_text())
+    for item in data:
+        item["addr_info"] = [a for a in item["addr_info"] if a.get("family") != "inet"][:1] + \
+            [a for a in item["addr_info"] if a.get("family") == "inet"][:1]
+    assert addresses.detect(sample("addresses", json.dumps(data))) == []
+
+
+# ------------------------------------------------------------------------ kubeproxy
+
+
+def test_kubelet_without_kube_proxy_is_critical():
+    once = "proc kubelet /usr/bin/kubelet --config=/var/lib/kubelet/config.yaml\n"
+    [f] = kubeproxy.detect(sample("kubeproxy", once))
+    assert f.code == "kubeproxy-missing" and f.severity == Severity.CRITICAL
+    assert "Services unreachable" in f.summary
+    for other in ("proc kube-proxy /usr/local/bin/kube-proxy --config=x\n",
+                  "proc cilium-agent cilium-agent --kube-proxy-replacement=true\n",
+                  "proc antrea-agent antrea-agent\n"):
+        assert kubeproxy.detect(sample("kubeproxy", once + other)) == []
+    router = "proc kube-router kube-router --run-service-proxy=false\n"
+    assert codes(kubeproxy.detect(sample("kubeproxy", once + router))) == ["kubeproxy-missing"]
+    assert kubeproxy.detect(sample("kubeproxy", "")) == []  # not a Kubernetes node
+
+
+def test_rule_bloat_only_in_iptables_mode():
+    kp = "proc kube-proxy kube-proxy --proxy-mode=iptables\n"
+    big = "iptables 25012\nkube-chains 3\nnft 25020\n"
+    [f] = kubeproxy.detect(sample("kubeproxy", kp + big))
+    assert f.code == "kubeproxy-rule-bloat" and f.evidence["rules"] == 25020
+    assert "IPVS" in f.remedy.action
+    ipvs = "proc kube-proxy kube-proxy --proxy-mode ipvs\niptables 25012\nnft 0\n"
+    assert kubeproxy.detect(sample("kubeproxy", ipvs)) == []
+    assert kubeproxy.detect(sample("kubeproxy", kp + "iptables 19999\n")) == []
+    # no kube-proxy process, but its chains are there (kube-proxy in a container we missed)
+    assert codes(kubeproxy.detect(sample("kubeproxy", big))) == ["kubeproxy-rule-bloat"]
+
+
+# ------------------------------------------------------------------------------ mtu
+
+
+def test_overlay_mtu_above_underlay_minus_overhead():
+    [f] = mtu.detect(sample("mtu", (DATA / "mtu-vxlan-1500.txt").read_text()))
+    assert f.code == "mtu-overlay-too-large" and f.subject == "vxlan.calico"
+    assert f.evidence == {"overlay": "vxlan.calico", "overlay_mtu": 1500, "limit": 1450}
+    assert mtu.detect(sample("mtu", (DATA / "mtu-vxlan-1450.txt").read_text())) == []
+
+
+def test_probe_black_hole():
+    text = ("== probe 10.251.0.12 eth0 9000 ok fail\n== probe 10.251.0.13 eth0 1500 ok ok\n"
+            "== probe 10.251.0.14 eth0 1500 fail fail\n")
+    [f] = mtu.detect(sample("mtu", text))
+    assert f.code == "mtu-black-hole" and f.evidence["peer"] == "10.251.0.12"
+
+
+# ------------------------------------------------------------------------- synflood
+
+NETSTAT = ("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCookies "
+           "TCPReqQFullDrop Other\nTcpExt: 0 {} {} {} {} 7\n")
+ONCE = ("sysctl ipv4/tcp_syncookies 0\nsysctl ipv4/tcp_max_syn_backlog 4096\n"
+        "sysctl core/somaxconn 4096\nsysctl ipv4/tcp_synack_retries 5\n"
+        "listen 10.251.0.12:8080 0 1\nlisten 0.0.0.0:22 0 128\n")
+
+
+def test_netstat_by_header_names():
+    real = Path("/proc/net/netstat").read_text()
+    parsed = synflood._netstat(real)
+    assert all(c in parsed for c in synflood.COUNTERS)
+    # a kernel with other columns in another order
+    text = "TcpExt: TCPReqQFullDrop Zed ListenOverflows\nTcpExt: 5 9 3\nIpExt: A\nIpExt: 1\n"
+    assert synflood._netstat(text) == {"TCPReqQFullDrop": 5, "Zed": 9, "ListenOverflows": 3}
+
+
+def test_syn_drops_in_the_window_are_critical_with_a_syn_flood_remedy():
+    s = sample("synflood", ONCE, NETSTAT.format(1, 1, 0, 10), NETSTAT.format(40, 41, 0, 510),
+               window=2.0)
+    by = {f.code: f for f in synflood.detect(s)}
+    drop = by["synflood-syn-drops"]
+    assert drop.severity == Severity.CRITICAL and drop.now
+    assert drop.evidence["TCPReqQFullDrop_delta"] == 500
+    assert drop.evidence["drops_per_second"] == 250.0
+    assert drop.evidence["smallest_backlog"] == 1
+    prof = drop.remedy.profile["syn_flood"]
+    assert prof["syncookies"] == 1 and prof["max_syn_backlog"] >= 8192
+    assert prof["somaxconn"] >= 8192 and prof["synack_retries"] == 3
+    assert "TCPReqQFullDrop +500" in drop.remedy.comments["syn_flood.syncookies"]
+    over = by["synflood-accept-overflow"]
+    assert over.severity == Severity.WARNING and over.evidence["ListenOverflows_delta"] == 39
+    assert "syncookies" not in over.remedy.profile["syn_flood"]
+
+
+def test_since_boot_only_is_info():
+    s = sample("synflood", ONCE, NETSTAT.format(3, 3, 0, 2), window=0)
+    [f] = synflood.detect(s)
+    assert f.code == "synflood-since-boot" and f.severity == Severity.INFO
+    quiet = sample("synflood", ONCE, NETSTAT.format(3, 3, 0, 2), NETSTAT.format(3, 3, 0, 2),
+                   window=1)
+    assert [x.severity for x in synflood.detect(quiet)] == [Severity.INFO]
+
+
+def test_kernel_log_lines_but_not_in_a_netns():
+    line = "TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:80. Sending cookies."
+    klog = [LogLine(990.0, line, "2023-11-14T22:13:09Z")]
+    s = sample("synflood", ONCE, NETSTAT.format(0, 0, 0, 0), window=1, klog=klog,
+               uptime=1000.0)
+    [f] = synflood.detect(s)
+    assert f.code == "synflood-log" and f.subject == "port 0.0.0.0:80"
+    assert f.severity == Severity.WARNING and f.last_seen == "2023-11-14T22:13:09Z"
+    s.netns = True
+    assert synflood.detect(s) == []
+
+
+def test_once_synflood_reads_whole_sysctl_values_here():
+    """dash's `read` gets only the first byte of a numeric sysctl: the sh must not use it."""
+    import subprocess
+
+    sh = Path(synflood.__file__).with_name("synflood.sh")
+    out = subprocess.run(["sh", "-c", f". {sh}; once_synflood"], capture_output=True,
+                         text=True).stdout
+    sysctls, _ = synflood._once(out)
+    for path, field in synflood.SYSCTL.items():
+        assert sysctls[field] == int(Path(f"/proc/sys/net/{path}").read_text()), field
