@@ -293,5 +293,21 @@ def run(hosts: list[Host], window: float = 5.0, progress: Progress | None = None
         return hd
 
     report.hosts = parallel(hosts, one)
+    fleet_outliers(report.hosts, mods)
     report.finished = time.time()
     return report
+
+
+def fleet_outliers(hosts: Sequence[HostDoctor], mods: Sequence[ModuleType]) -> None:
+    """After all hosts are sampled: each host's values against its inventory group's
+    majority (netfix.doctor.fleet), added to that host's findings as detector `fleet`."""
+    from netfix.doctor import fleet
+
+    if not any(m.NAME == fleet.NAME for m in mods):
+        return
+    checked = [h for h in hosts if h.sample is not None]
+    found = fleet.outliers([h.sample for h in checked])
+    for h in checked:
+        for f in found.get(h.host, []):
+            f.detector = fleet.NAME
+        h.findings = sort_findings(h.findings + found.get(h.host, []))

@@ -293,3 +293,55 @@ def test_probe_mtu_finds_the_black_hole_between_lab_nodes(lab):
         lab.sh("node1", "ip link set eth0 mtu 1500")
     report, _ = doctor(lab, "--window", "0", "--limit", "node1,node2", "--probe-mtu", rc=0)
     assert problems(report) == []
+
+
+def test_fleet_outliers_mtu_and_sysctl_with_the_majority(lab, tmp_path):
+    """One of the three lab nodes (inventory group `lab`) with another eth1 MTU, one with
+    another somaxconn (per network namespace): each is the outlier, named against the other
+    two; the sysctl's remedy profile plans exactly that key back to the majority."""
+    mtu = lab.sh("node2", "cat /sys/class/net/eth1/mtu").strip()
+    somaxconn = lab.sysctl("node3", "net.core.somaxconn")
+    assert lab.sysctl("node1", "net.core.somaxconn") == somaxconn
+    lab.sh("node2", "ip link set eth1 mtu 1400")
+    lab.sh("node3", "sysctl -qw net.core.somaxconn=1024")
+    fix = tmp_path / "fix.yaml"
+    try:
+        report, _ = doctor(lab, "--window", "0", "--fix-profile", str(fix), rc=2)
+        assert sorted(problems(report)) == [("node2", "fleet-outlier"),
+                                            ("node3", "fleet-outlier")], problems(report)
+        f = findings(report, "node2")["fleet-outlier"]
+        assert f["detector"] == "fleet" and f["severity"] == "warning"
+        assert f["subject"] == "eth1 mtu"
+        assert f["evidence"] == {"value": 1400, "majority_value": int(mtu),
+                                 "majority_count": 2, "group_size": 3, "group": "lab",
+                                 "interface": "eth1", "driver": "veth"}
+        assert f["summary"] == (f"node2 eth1 mtu 1400; 2 of 3 hosts in group lab with eth1 "
+                                f"on veth have mtu {mtu}")
+        assert f["remedy"]["profile"] == {} and f"mtu: {mtu}" in f["remedy"]["action"]
+        f = findings(report, "node3")["fleet-outlier"]
+        assert f["subject"] == "net.core.somaxconn"
+        assert (f["evidence"]["value"], f["evidence"]["majority_value"],
+                f["evidence"]["majority_count"]) == (1024, int(somaxconn), 2)
+        assert f["remedy"]["profile"] == {"syn_flood": {"somaxconn": int(somaxconn)}}
+        # the remedy profile for node3 plans somaxconn back to the majority, nothing else
+        prof = yaml.safe_load(fix.read_text())
+        assert prof["syn_flood"] == {"somaxconn": int(somaxconn)}, fix.read_text()
+        assert "fleet-outlier (warning, node3): 1024 on node3" in fix.read_text()
+        plan = json.loads(lab.netfix("plan", "--json", "--profile", str(fix), "--limit",
+                                     "node3").stdout)
+        changes = {c["target"]: c for c in plan["hosts"][0]["changes"]
+                   if c["action"] != "ok" and not c["target"].startswith("/")}
+        assert set(changes) == {"net.core.somaxconn"}, changes
+        assert (changes["net.core.somaxconn"]["current"],
+                changes["net.core.somaxconn"]["desired"]) == ("1024", somaxconn)
+        # two nodes agree with neither: no majority of the three for that key any more
+        lab.sh("node1", "sysctl -qw net.core.somaxconn=2048")
+        report, _ = doctor(lab, "--window", "0", rc=2)
+        assert sorted(problems(report)) == [("node2", "fleet-outlier")], problems(report)
+        # with two nodes only, nobody is judged
+        report, _ = doctor(lab, "--window", "0", "--limit", "node1,node2", rc=0)
+    finally:
+        lab.sh("node2", f"ip link set eth1 mtu {mtu}")
+        for node in ("node1", "node3"):
+            lab.sh(node, f"sysctl -qw net.core.somaxconn={somaxconn}")
+    assert problems(doctor(lab, "--window", "0", rc=0)[0]) == []
