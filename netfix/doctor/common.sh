@@ -14,9 +14,39 @@
 # say how many were suppressed), SYN floods, OOM kills.
 ND_KLOG='nf_conntrack: (nf_conntrack: )?table full|callbacks suppressed|Possible SYN flooding|Out of memory|oom-kill:|Killed process|oom_reaper'
 ND_KLOG_MAX=2000
+ND_NL='
+'
 
 nd_mark() {
   printf '\n@@ND %s %s\n' "$1" "$2"
+}
+
+# Online CPUs and the uid without a process each (builtins over /sys and /proc), falling
+# back to getconf and id.
+nd_cpus() {
+  _nd_n=0
+  if read -r _nd_l < /sys/devices/system/cpu/online 2>/dev/null && [ -n "$_nd_l" ]; then
+    _nd_ifs=$IFS; IFS=,
+    for _nd_r in $_nd_l; do
+      case $_nd_r in
+        *-*) _nd_n=$((_nd_n + ${_nd_r#*-} - ${_nd_r%-*} + 1)) ;;
+        *) _nd_n=$((_nd_n + 1)) ;;
+      esac
+    done
+    IFS=$_nd_ifs
+  fi
+  if [ "$_nd_n" -gt 0 ]; then
+    echo "$_nd_n"
+  else
+    getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c '^processor' /proc/cpuinfo
+  fi
+}
+
+nd_uid() {
+  while read -r _nd_k _nd_v _nd_rest; do
+    [ "$_nd_k" = Uid: ] && echo "$_nd_v" && return 0
+  done < /proc/self/status
+  id -u
 }
 
 nd_uptime() {
@@ -44,11 +74,10 @@ nd_klog_read() {
 nd_common() {
   nd_mark common -
   printf 'clock %s\n' "$(date +%s)"
-  printf 'uptime %s\n' "$(nd_uptime)"
-  n=$(getconf _NPROCESSORS_ONLN 2>/dev/null) || n=$(grep -c '^processor' /proc/cpuinfo)
-  printf 'cpus %s\n' "$n"
+  printf 'uptime '; nd_uptime
+  printf 'cpus '; nd_cpus
   read -r k < /proc/sys/kernel/osrelease && printf 'kernel %s\n' "$k"
-  printf 'uid %s\n' "$(id -u)"
+  printf 'uid '; nd_uid
   # net.core's host-global sysctls (netdev_max_backlog, netdev_budget, rmem_max...) are
   # registered for the initial network namespace only: absent anywhere else.
   if [ -e /proc/sys/net/core/netdev_max_backlog ]; then netns=0; else netns=1; fi
@@ -59,7 +88,8 @@ nd_common() {
     return 0
   fi
   nd_tmp=$(nd_klog_read)
-  printf 'klog %s\n' "$(printf '%s\n' "$nd_tmp" | head -n 1)"
+  # first line: the source; the rest: the log lines (split by the shell, no head/tail)
+  printf 'klog %s\n' "${nd_tmp%%"$ND_NL"*}"
   nd_mark klog -
-  printf '%s\n' "$nd_tmp" | tail -n +2
+  case $nd_tmp in *"$ND_NL"*) printf '%s\n' "${nd_tmp#*"$ND_NL"}" ;; esac
 }

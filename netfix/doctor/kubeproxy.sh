@@ -2,23 +2,29 @@
 # node's processes (by name), kube-proxy's mode flag, and the size of the rule sets
 # (read once; iptables-save and nft only where installed).
 
+# The process scan also notes irqbalance in _nd_irqbalance (0/1), which once_nic and
+# once_softnet then use instead of scanning /proc again.
 once_kubeproxy() {
+  _nd_irqbalance=0
   for p in /proc/[0-9]*; do
     c=""
     read -r c < "$p/comm" 2>/dev/null || continue
     case $c in
+      irqbalance) _nd_irqbalance=1 ;;
       kubelet|kube-proxy|cilium-agent|kube-router|antrea-agent|calico-node)
         printf 'proc %s %s\n' "$c" "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -c1-2000)"
         ;;
     esac
   done
+  # One iptables-save (all tables; the KUBE- chains counted in *nat) and one nft: with a
+  # large ruleset each dump is the expensive part of the whole script.
   if command -v iptables-save >/dev/null 2>&1; then
-    printf 'iptables %s\n' "$(iptables-save 2>/dev/null | grep -c '^-A')"
-    printf 'kube-chains %s\n' "$(iptables-save -t nat 2>/dev/null | grep -c '^:KUBE-')"
+    iptables-save 2>/dev/null | awk '/^\*/ { t = $0 } /^-A/ { n++ }
+      t == "*nat" && /^:KUBE-/ { k++ } END { printf "iptables %d\nkube-chains %d\n", n, k }'
   fi
   if command -v nft >/dev/null 2>&1; then
-    printf 'nft %s\n' "$(nft -a list ruleset 2>/dev/null |
-      grep '# handle' | grep -cv -e '^[[:space:]]*table ' -e '^[[:space:]]*chain ')"
+    nft -a list ruleset 2>/dev/null | awk '/# handle/ && !/^[[:space:]]*(table|chain) / { n++ }
+      END { printf "nft %d\n", n }'
   fi
 }
 

@@ -7,7 +7,11 @@ once_mtu() {
   echo "== link"
   ip -j -d link show 2>/dev/null
   echo "== addr"
-  ip -j addr show 2>/dev/null
+  if [ -n "${_nd_addr+set}" ]; then  # once_addresses ran it already
+    printf '%s\n' "$_nd_addr"
+  else
+    ip -j addr show 2>/dev/null
+  fi
   echo "== route"
   ip -o route show default 2>/dev/null
   ip -o -6 route show default 2>/dev/null

@@ -26,12 +26,15 @@ once_nic() {
     done
   fi
   echo "== irqbalance"
-  _nc_run=0
-  for _nc_p in /proc/[0-9]*; do
-    _nc_c=""
-    read -r _nc_c 2>/dev/null < "$_nc_p/comm"
-    [ "$_nc_c" = irqbalance ] && _nc_run=1 && break
-  done
+  _nc_run=${_nd_irqbalance:-}  # once_kubeproxy's process scan, if it ran
+  if [ -z "$_nc_run" ]; then
+    _nc_run=0
+    for _nc_p in /proc/[0-9]*; do
+      _nc_c=""
+      read -r _nc_c 2>/dev/null < "$_nc_p/comm"
+      [ "$_nc_c" = irqbalance ] && _nc_run=1 && break
+    done
+  fi
   echo "running $_nc_run"
 }
 

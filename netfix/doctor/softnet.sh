@@ -18,12 +18,15 @@ once_softnet() {
     done
   done < /proc/net/route
   echo "== irqbalance"
-  _sn_run=0
-  for _sn_p in /proc/[0-9]*; do
-    _sn_c=""
-    read -r _sn_c 2>/dev/null < "$_sn_p/comm"
-    [ "$_sn_c" = irqbalance ] && _sn_run=1 && break
-  done
+  _sn_run=${_nd_irqbalance:-}  # once_kubeproxy's process scan, if it ran
+  if [ -z "$_sn_run" ]; then
+    _sn_run=0
+    for _sn_p in /proc/[0-9]*; do
+      _sn_c=""
+      read -r _sn_c 2>/dev/null < "$_sn_p/comm"
+      [ "$_sn_c" = irqbalance ] && _sn_run=1 && break
+    done
+  fi
   echo "running $_sn_run"
 }
 
