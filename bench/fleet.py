@@ -10,7 +10,9 @@ delay, node count and command it runs, as fresh processes so that start-up count
            one after the other, one command each (apply: netfix's plan round trip, then
            the staged apply script on a new connection); `1x2`/`1x3` one connection with
            two/three commands, and so on (CONNSxCMDS)
-  netfix   `netfix plan|apply|drift|rollback -i <inventory> --limit <nodes> [--profile P]`
+  netfix   `netfix plan|apply|drift|rollback -i <inventory> --limit <nodes> [--profile P]`,
+           `netfix doctor --window 0` (floor 1x1) and `--window W` (floor: that round's
+           window-0 run + W: the window is slept once for the fleet, not per host)
 
 interleaved (floor, netfix, floor, netfix...) so that anything else on the machine weighs on
 both alike. apply and rollback alternate, so each measured run starts from the same state:
@@ -65,7 +67,10 @@ COMMANDS = ("plan", "apply", "drift", "rollback", "doctor")
 # connections, one command each (the plan, then the staged transaction); its rollback
 # makes three round trips (journal, current values, transaction) on one connection.
 FLOOR_OF = {"plan": ["1x1"], "drift": ["1x1"], "doctor": ["1x1"], "apply": ["2x1"],
-            "rollback": ["2x1", "1x3"]}
+            "rollback": ["2x1", "1x3"],
+            # doctor --window W against doctor --window 0 of the same round plus W: a ratio
+            # near 1 means W once for the whole fleet, not once per host
+            "doctor-w": ["w0+W"]}
 PROXY_BASE_PORT = 42000
 # --baseline: netfix without issue 17's fixes, for measuring their effect in the same run:
 # 32 worker threads, a new SSH connection for every round trip, and the node-side scripts
@@ -167,7 +172,11 @@ class Row:
     def target(self) -> float | None:
         if self.floor_kind != FLOOR_OF[self.command][0]:
             return None  # a second floor, shown for comparison
-        if self.command in ("plan", "drift", "doctor"):
+        if self.command == "doctor":  # issue 12: 1.5x the floor on 1, 10 and 20 nodes
+            return 1.5
+        if self.command == "doctor-w":  # the window once (per host it would be N x W)
+            return 1.2
+        if self.command in ("plan", "drift"):
             return 1.5 if self.nodes == 1 else 1.2 if self.nodes >= 100 else None
         if self.command in ("apply", "rollback"):
             return 1.3 if self.nodes >= 100 else None
@@ -439,21 +448,26 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
         "drift": [*netfix, "drift", "-i", str(inv), "--limit", limit, "--profile", prof],
         "apply": [*netfix, "apply", "-i", str(inv), "--limit", limit, "--profile", prof],
         "rollback": [*netfix, "rollback", "-i", str(inv), "--limit", limit],
-        "doctor": [*netfix, "doctor", "--window", "0", "-i", str(inv), "--limit", limit,
-                   "--profile", prof],
+        "doctor": [*netfix, "doctor", "--window", "0", "-i", str(inv), "--limit", limit],
+        # the same with a window: all hosts sleep it at once, so W once, not per host
+        "doctor-w": [*netfix, "doctor", "--window", f"{args.doctor_window:g}", "-i", str(inv),
+                     "--limit", limit],
     }
     if takes_yes():  # a run without a terminal must say --yes (netfix >= the review work)
         argv["apply"].append("--yes")
         argv["rollback"].append("--yes")
-    ok = {"plan": (0,), "drift": (0, 2), "apply": (0,), "rollback": (0,), "doctor": (0, 2)}
+    ok = {"plan": (0,), "drift": (0, 2), "apply": (0,), "rollback": (0,), "doctor": (0, 2),
+          "doctor-w": (0, 2)}
     commands = [c for c in COMMANDS if c in args.commands]
     if "doctor" in commands and not has_doctor():
         print("# doctor: `netfix doctor` does not exist yet; skipped", flush=True)
         commands.remove("doctor")
+    if "doctor" in commands and args.doctor_window > 0:
+        commands.append("doctor-w")
     if ("apply" in commands) != ("rollback" in commands):
         sys.exit("apply and rollback are measured together (each undoes the other)")
     n = len(names)
-    kinds = {k for c in commands for k in FLOOR_OF[c]}
+    kinds = {k for c in commands for k in FLOOR_OF[c] if k != "w0+W"}
     floor_argv = {k: [sys.executable, "-c", FLOOR, k, key, known] + [targets[x] for x in names]
                   for k in sorted(kinds)}
     label = profile + ("/pre" if args.baseline else "")
@@ -464,11 +478,18 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
         measure(k)
     for c in commands:
         measure(argv[c], ok[c])
-    order = [c for c in ("plan", "apply", "drift", "doctor", "rollback") if c in commands]
+    order = [c for c in ("plan", "apply", "drift", "doctor", "doctor-w", "rollback")
+             if c in commands]
     for _ in range(args.repeat):
         for c in order:
             mine = [rows[c, k] for k in FLOOR_OF[c]]
             for row in mine:
+                if row.floor_kind == "w0+W":
+                    # the floor of a window-W doctor run: this round's window-0 run + W
+                    w0 = rows["doctor", "1x1"].runs[-1]
+                    row.floor.append(Run(w0.wall + args.doctor_window, w0.cpu, w0.rss_mb,
+                                         w0.machine))
+                    continue
                 logs.mark()
                 row.floor.append(measure(floor_argv[row.floor_kind]))
                 s, k = logs.since()
@@ -555,8 +576,11 @@ def main() -> None:
                                  epilog="\n".join(__doc__.splitlines()[2:]))
     ap.add_argument("--sizes", default="1,10,50,100", help="node counts (default 1,10,50,100)")
     ap.add_argument("--commands", default="plan,apply,drift,rollback,doctor",
-                    help="of plan,apply,drift,rollback,doctor (doctor is skipped while "
-                    "netfix has none)")
+                    help="of plan,apply,drift,rollback,doctor (doctor: `netfix doctor "
+                    "--window 0` against the 1x1 floor, and with --doctor-window W also "
+                    "`--window W` against the window-0 run plus W)")
+    ap.add_argument("--doctor-window", type=float, default=3.0, metavar="W",
+                    help="also time `netfix doctor --window W` (default 3; 0: skip it)")
     ap.add_argument("--profiles", default=",".join(PROFILES),
                     help=f"of {','.join(PROFILES)}")
     ap.add_argument("--delays", default="0,50",
