@@ -2,11 +2,11 @@
 
 The `skb:kfree_skb` tracepoint carries the drop reason on kernels since 5.17
 (`reason: NETFILTER_DROP`, names from include/net/dropreason-core.h) and where in the kernel
-the packet was freed (`location=`: an address before about 6.4, `symbol+0xOFF/0xSIZE`
-after; the node resolves addresses with /proc/kallsyms). The runner (common.sh,
-`nd_trace_*`) enables it in a tracefs instance of doctor's own for the trace window, with
-a capped buffer, reads it once and aggregates it by reason and location on the node, and
-always disables it again (a trap, and a guard in its own session that does it anyway).
+the packet was freed (`location=`: `symbol+0xOFF/0xSIZE` since about 6.4; before, an
+address, which tracefs hashes by default). The runner (trace.sh, `nd_trace_*`) enables
+it in a tracefs instance of doctor's own for the trace window, with a capped buffer,
+reads it once and aggregates it by reason and location on the node, and always disables
+it again (a trap, and a guard in its own session that does it anyway).
 
 This detector turns the top reasons into findings that say which detector and remedy
 fixes that reason (`NETFILTER_DROP` -> conntrack table / firewall rules,

@@ -80,9 +80,9 @@ nd_trace_start() {
   nd_tr_guard=$!
   echo "$ND_TRACE_KB" > "$nd_tr_i/buffer_size_kb" 2>/dev/null
   echo 0 > "$nd_tr_i/options/overwrite" 2>/dev/null
-  # Raw addresses in this instance's output (kernels printing `location=%p` hash it by
-  # default), to look them up in /proc/kallsyms.
-  echo 0 > "$nd_tr_i/options/hash-ptr" 2>/dev/null
+  # hash-ptr stays on (the default): with it off, 6.1 prints an empty `reason:` (measured
+  # on Debian's 6.1.0-50). So kernels printing `location=%p` (before about 6.4) give a
+  # hashed address, looked up in /proc/kallsyms only in case it is a raw one.
   nd_tr_start=$(nd_uptime)
   if echo 1 > "$nd_tr_i/events/skb/kfree_skb/enable" 2>/dev/null; then
     nd_tr_state=on
@@ -99,7 +99,8 @@ nd_trace_off() {
   nd_tr_state=stopped
 }
 
-# Hex locations (kernels printing `location=%p`) -> the kernel symbol they are in, from
+# Hex locations (kernels printing `location=%p`, where the address is raw: hash-ptr off
+# for the whole tracefs) -> the kernel symbol they are in, from
 # /proc/kallsyms in one pass (addresses compared as 16-digit strings; only the symbols in
 # the same 16 MiB block as a wanted address are looked at). Input and output rows:
 # `COUNT REASON LOCATION`, output with the symbol (or -) appended.

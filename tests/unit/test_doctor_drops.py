@@ -21,8 +21,8 @@ from netfix.inventory import Host
 TRACE_SH = Path(drun.__file__).with_name("trace.sh")
 COMMON_SH = Path(drun.__file__).with_name("common.sh")
 
-# Debian bookworm 6.1 (print fmt "skbaddr=%p protocol=%u location=%p reason: %s"; the
-# instance's hash-ptr option off, so raw addresses).
+# Debian bookworm 6.1 (print fmt "skbaddr=%p protocol=%u location=%p reason: %s"), with
+# raw addresses (tracefs's hash-ptr off); see LINES_61_HASHED for the default.
 LINES_61 = """\
 # tracer: nop
 #
@@ -38,6 +38,12 @@ LINES_61 = """\
           <idle>-0       [001] ..s2.    21.432000: kfree_skb: skbaddr=ffff9c0a4b8e1600 protocol=34525 location=ffffffffbbdb9a11 reason: NOT_SPECIFIED
             sshd-390     [001] ..s1.    21.433000: kfree_skb: skbaddr=ffff9c0a4b8e1700 protocol=2048 location=ffffffffbbe62c66 reason: NETFILTER_DROP
      ksoftirqd/1-18      [001] ..s..    21.434000: kfree_skb: skbaddr=ffff9c0a4b8e1800 protocol=2048 location=ffffffffc0a1b2c3 reason: QDISC_DROP
+"""
+# As recorded on the VM node (6.1.0-50, hash-ptr on, the default)
+LINES_61_HASHED = """\
+ systemd-network-232     [001] ..s1.    17.569692: kfree_skb: skbaddr=00000000890a189f protocol=34525 location=00000000e7cb79b6 reason: NOT_SPECIFIED
+            bash-371     [000] .Ns1.    17.572431: kfree_skb: skbaddr=00000000eeb4d065 protocol=2048 location=00000000a12d89fc reason: NO_SOCKET
+            bash-371     [000] ..s1.    17.574588: kfree_skb: skbaddr=000000009653192d protocol=2048 location=00000000a12d89fc reason: NO_SOCKET
 """
 KALLSYMS = """\
 ffffffffbbdb99f0 T kfree_skb_reason
@@ -142,6 +148,12 @@ def test_node_side_aggregation_of_61_lines_with_kallsyms(tmp_path):
     assert rows[("NO_SOCKET", "__udp4_lib_rcv")] == 1  # not the data symbol after it
     assert rows[("NOT_SPECIFIED", "kfree_skb_reason")] == 1
     assert rows[("QDISC_DROP", "pfifo_fast_enqueue")] == 1  # a module's symbol
+
+
+def test_hashed_addresses_stay_hex_and_tell_sites_apart(tmp_path):
+    t = drops.parse_trace(run_read(tmp_path, LINES_61_HASHED, [stats(3)], KALLSYMS))
+    assert t.rows == [(2, "NO_SOCKET", "00000000a12d89fc"),
+                      (1, "NOT_SPECIFIED", "00000000e7cb79b6")]
 
 
 def test_unresolvable_addresses_stay_hex(tmp_path):
