@@ -501,10 +501,15 @@ class DoctorCommand(DriftCommand):
               "findings no knob fixes are listed with their action.")
 @click.option("--probe-mtu", is_flag=True, help="Also ping (-M do) the inventory's other "
               "selected nodes at the full interface MTU, to find MTU black holes.")
+@click.option("--trace-drops", type=click.FloatRange(0, 300), default=0.0, metavar="SECONDS",
+              help="Also record the kernel's drop reasons (tracepoint skb:kfree_skb, kernels "
+              ">= 5.17) for SECONDS, concurrently with the window, in the same SSH session: "
+              "the one change doctor makes on a node, capped and always turned off again. "
+              "Not in a network namespace (the tracepoint is the host's). 0: off.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show info findings, why each "
               "finding hurts, its evidence and action.")
 def doctor(inventory, limit, window, as_json, junit_file, prom_file, md_file, fix_file,
-           probe_mtu, verbose) -> None:
+           probe_mtu, trace_drops, verbose) -> None:
     """Find what is wrong with each node's network, say why, and write the remedy.
 
     One read-only SSH command per host, hosts in parallel: every detector's files and
@@ -524,7 +529,8 @@ def doctor(inventory, limit, window, as_json, junit_file, prom_file, md_file, fi
         from netfix.doctor import mtu as dmtu
 
         probe = dmtu.probe_targets(hosts)
-    result = drun.run(hosts, window, progress if sys.stderr.isatty() else None, probe=probe)
+    result = drun.run(hosts, window, progress if sys.stderr.isatty() else None, probe=probe,
+                      trace=trace_drops)
     dreport.write_reports(result, junit_file, prom_file, md_file)
     if as_json:
         click.echo(dreport.to_json(result))

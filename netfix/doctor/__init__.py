@@ -93,6 +93,9 @@ class Sample:
     # tracepoints and host-global counters are the host's, never reported as the node's.
     netns: bool = False
     groups: list[str] = field(default_factory=list)  # inventory groups (fleet outliers)
+    # --trace-drops: the runner's skb:kfree_skb part (doctor/drops.py parses it); None when
+    # not asked for.
+    trace: str | None = None
 
 
 @runtime_checkable

@@ -54,8 +54,14 @@ FIREWALL_HINT = ("If the node exposes NodePorts to the internet, scans fill the 
                  "it starts unless conntrack.maxPerCore is 0; the plan shows it.")
 
 
+# The kernel rounds the hash table up to whole pages of buckets (512 on 4 KiB pages, in
+# nf_ct_alloc_hashtable): below 4 x 512 entries the 4:1 buckets cannot be set (measured on
+# the VM node: buckets 256 -> "kernel kept 512", the apply undone).
+MIN_REMEDY_MAX = 2048
+
+
 def _pow2_at_least(n: int) -> int:
-    p = 1024
+    p = MIN_REMEDY_MAX
     while p < n:
         p *= 2
     return p

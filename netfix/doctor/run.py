@@ -30,6 +30,7 @@ from netfix.inventory import Host
 SCHEMA = "netfix-doctor/v1"
 MARK = "@@ND "
 MAX_WINDOW = 3600.0
+MAX_TRACE = 300.0  # --trace-drops seconds
 # Seconds the node may take beyond the window (kernel log, iptables-save of a big ruleset).
 SLACK = 90.0
 EXIT_OK, EXIT_ERROR, EXIT_FINDINGS = 0, 1, 2
@@ -107,9 +108,13 @@ def _sh(name: str) -> str:
 
 
 def build_script(mods: Sequence[ModuleType], window: float,
-                 probe: Sequence[str] = ()) -> str:
-    """The whole read-only script one host runs. `window` is a validated number; `probe`
-    (--probe-mtu) the IP addresses of the nodes to ping, each checked to be an address."""
+                 probe: Sequence[str] = (), trace: float = 0.0) -> str:
+    """The whole script one host runs, read-only but for `trace`. `window` is a validated
+    number; `probe` (--probe-mtu) the IP addresses of the nodes to ping, each checked to be
+    an address; `trace` (--trace-drops) seconds of the skb:kfree_skb tracepoint, started
+    just before the first sample (so it runs concurrently with the window, or as its own
+    window with --window 0), turned off after `trace` seconds and read at once; common.sh
+    says how it is capped and always turned off."""
     import ipaddress
     import shlex
 
@@ -120,16 +125,29 @@ def build_script(mods: Sequence[ModuleType], window: float,
             raise NetfixError(f"detector name {n!r} is not a plain identifier")
     parts = ["#!/bin/sh", "# netfix doctor (read-only)", "LC_ALL=C; export LC_ALL",
              f"ND_WINDOW={window:g}", f"ND_PROBE={shlex.quote(' '.join(targets))}",
-             "export ND_WINDOW ND_PROBE",
+             f"ND_TRACE={trace:g}", "export ND_WINDOW ND_PROBE ND_TRACE",
              _sh("common.sh")]
+    if trace > 0:  # the one part that writes on the node: only when asked for
+        parts.append(_sh("trace.sh"))
     parts += [_sh(f"{n}.sh") for n in names]
     body = ["nd_common"]
     body += [f"nd_mark once {n}; once_{n} 2>/dev/null" for n in names]
+    trace_end = ["nd_trace_off", "nd_trace_read", "nd_trace_cleanup"]
+    if trace > 0:
+        body += ["nd_trace_start"]
     body += ["nd_mark t before; nd_uptime"]
     body += [f"nd_mark before {n}; sample_{n} 2>/dev/null" for n in names]
+    if trace > 0 and trace <= window:  # the trace ends within the window
+        body += [f"sleep {trace:g}", *trace_end]
+        if window > trace:
+            body += [f"sleep {window - trace:g}"]
+    elif window > 0:
+        body += [f"sleep {window:g}"]
     if window > 0:
-        body += [f"sleep {window:g}", "nd_mark t after; nd_uptime"]
+        body += ["nd_mark t after; nd_uptime"]
         body += [f"nd_mark after {n}; sample_{n} 2>/dev/null" for n in names]
+    if trace > window:  # longer than the window, or its own window (--window 0)
+        body += [f"sleep {trace - window:g}", *trace_end]
     body += ["nd_mark end -"]
     return "\n".join(parts + body) + "\n"
 
@@ -218,6 +236,10 @@ def parse_sample(host: str, text: str, names: Sequence[str],
         notes.append(f"not root on the node (uid {common.get('uid')}): some files may be "
                      "unreadable")
     sample.klog = parse_klog(parts.get(("klog", "-"), ""), clock, uptime)
+    sample.trace = parts.get(("trace", "-"))
+    if sample.trace is not None and sample.netns:
+        notes.append("network namespace of a larger kernel: --trace-drops not run here (the "
+                     "skb:kfree_skb tracepoint sees the whole host's drops, not this node's)")
     for n in names:
         sample.once[n] = parts.get(("once", n), "")
         sample.before[n] = parts.get(("before", n), "")
@@ -249,14 +271,15 @@ def diagnose(sample: Sample, mods: Sequence[ModuleType]) -> tuple[list[Finding],
 
 
 def check_host(host: Host, window: float, mods: Sequence[ModuleType] | None = None,
-               script: str | None = None, probe: Sequence[str] = ()) -> HostDoctor:
+               script: str | None = None, probe: Sequence[str] = (),
+               trace: float = 0.0) -> HostDoctor:
     mods = detectors() if mods is None else mods
     hd = HostDoctor(host.name, checked_at=time.time(), detectors=[m.NAME for m in mods],
                     profile=host.profile, groups=list(host.groups))
     started = time.monotonic()
     try:
-        res = transport.run(host, script or build_script(mods, window, probe),
-                            timeout=window + SLACK)
+        res = transport.run(host, script or build_script(mods, window, probe, trace),
+                            timeout=max(window, trace) + SLACK)
         if res.rc != 0 and "@@ND end" not in res.stdout:
             raise NetfixError(f"doctor script failed (exit {res.rc}): "
                               f"{res.stderr.strip()[:300]}")
@@ -272,16 +295,21 @@ def check_host(host: Host, window: float, mods: Sequence[ModuleType] | None = No
 
 def run(hosts: list[Host], window: float = 5.0, progress: Progress | None = None,
         mods: Sequence[ModuleType] | None = None,
-        probe: Sequence[str] | None = None) -> DoctorReport:
-    """All hosts in parallel: with a window W the whole run takes about W, not W per host."""
+        probe: Sequence[str] | None = None, trace: float = 0.0) -> DoctorReport:
+    """All hosts in parallel: with a window W the whole run takes about W, not W per host.
+    `trace` > 0: --trace-drops for that many seconds (concurrently with the window)."""
     if not 0 <= window <= MAX_WINDOW:
         raise NetfixError(f"--window must be between 0 and {MAX_WINDOW:g} seconds")
+    if not 0 <= trace <= MAX_TRACE:
+        raise NetfixError(f"--trace-drops must be between 0 and {MAX_TRACE:g} seconds")
     mods = detectors() if mods is None else tuple(mods)
-    script = build_script(mods, window, probe or ())
+    if trace > 0 and "drops" not in [m.NAME for m in mods]:
+        trace = 0.0  # nothing would read it
+    script = build_script(mods, window, probe or (), trace)
     report = DoctorReport([], window=window)
 
     def one(host: Host) -> HostDoctor:
-        hd = check_host(host, window, mods, script)
+        hd = check_host(host, window, mods, script, trace=trace)
         if progress:
             if hd.error:
                 progress(f"{host.name}: ERROR {hd.error}")

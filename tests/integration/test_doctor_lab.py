@@ -345,3 +345,22 @@ def test_fleet_outliers_mtu_and_sysctl_with_the_majority(lab, tmp_path):
         for node in ("node1", "node3"):
             lab.sh(node, f"sysctl -qw net.core.somaxconn={somaxconn}")
     assert problems(doctor(lab, "--window", "0", rc=0)[0]) == []
+
+
+def test_trace_drops_is_not_run_in_a_network_namespace(lab, tmp_path):
+    """The lab nodes are network namespaces of this machine's kernel: skb:kfree_skb would
+    see the host's drops. Doctor says so (a note and an info finding) and never enables
+    it there: no drops-reason finding, no tracefs instance of its own."""
+    report, p = doctor(lab, "--window", "0", "--trace-drops", "1", rc=0)
+    for h in report["hosts"]:
+        codes = {f["code"]: f for f in h["findings"]}
+        assert codes["drops-trace-unavailable"]["evidence"]["state"] == "netns", codes
+        assert codes["drops-trace-unavailable"]["severity"] == "info"
+        assert "drops-reason" not in codes
+        assert any("--trace-drops not run" in n for n in h["notes"]), h["notes"]
+    for top in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
+        if (top / "instances").is_dir():
+            assert not [d for d in (top / "instances").iterdir()
+                        if d.name.startswith("netfix-doctor")]
+    (tmp_path / "d.json").write_text(p.stdout)
+    check_json(tmp_path / "d.json")

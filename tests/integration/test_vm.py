@@ -120,7 +120,8 @@ class Vm:
 
 
 @pytest.fixture(scope="module")
-def vm():
+def vm(lab_lock):
+    # VM names and ports are global on the machine, like the lab's: one run at a time.
     need_vm()
     from netfix_lab import vm as vmmod
 
@@ -334,3 +335,212 @@ def test_without_persistence_files_settings_are_lost_at_boot(vm):
     assert all(now[k] != WANT[k] for k in timeouts), now
     pending = [k for k in timeouts if ch[k]["action"] != "ok"]
     assert pending == timeouts, {k: ch[k] for k in timeouts}
+
+
+# ------------------------------------------------------------------ doctor on real symptoms
+# The VM at rest, then the conntrack table filled for real (with --trace-drops during the
+# flood), the remedy profile applied and the same load again, a controller killed during a
+# trace, and an OOM kill. Each leaves the node as it found it (the OOM kill stays in the
+# kernel log, so it runs last).
+
+CT_PORT = 9999
+CT_MAX = 512
+TRACEFS = "/sys/kernel/tracing"
+# A UDP flood over loopback: `burst` new flows at once, then `rate` a second for `secs`
+# seconds. Each `echo > /dev/udp/...` is a new socket, so a new source port: a new
+# conntrack entry (unreplied: UDP timeout). Once the table is full the send fails.
+CT_LOAD = r"""#!/bin/bash
+burst=$1 rate=$2 secs=$3
+for i in $(seq 1 "$burst"); do echo x > /dev/udp/127.0.0.1/9999; done 2>/dev/null
+for s in $(seq 1 "$secs"); do
+  for i in $(seq 1 "$rate"); do echo x > /dev/udp/127.0.0.1/9999; done 2>/dev/null
+  sleep 1
+done
+"""
+DOCTOR: dict[str, object] = {}
+
+
+def doctor_json(vm, *args: str) -> tuple[dict, int]:
+    t0 = time.monotonic()
+    p = vm.netfix("doctor", "--json", *args, check_rc=None)
+    took = time.monotonic() - t0
+    assert p.returncode in (0, 2), f"doctor -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+    host = next(h for h in json.loads(p.stdout)["hosts"] if h["host"] == "vm1")
+    host["took"] = round(took, 2)
+    return host, p.returncode
+
+
+def problems(host: dict) -> list[str]:
+    return [f"{f['code']} {f['severity']}: {f['summary']}" for f in host["findings"]
+            if f["severity"] != "info"]
+
+
+def ct_stat(vm) -> dict[str, int]:
+    """/proc/net/stat/nf_conntrack summed over CPUs (hex columns, by header name)."""
+    lines = vm.sh("cat /proc/net/stat/nf_conntrack").split("\n")
+    head = lines[0].split()
+    total = dict.fromkeys(head, 0)
+    for line in lines[1:]:
+        if line.strip():
+            for k, v in zip(head, line.split(), strict=True):
+                total[k] += int(v, 16)
+    return total
+
+
+def start_load(vm, burst: int, rate: int, secs: int) -> None:
+    vm.sh(f"conntrack -F >/dev/null 2>&1; setsid bash /root/ct-load.sh {burst} {rate} {secs} "
+          ">/dev/null 2>&1 </dev/null &")
+
+
+def wait_load(vm) -> None:
+    deadline = time.monotonic() + 60
+    while vm.sh("pgrep -f ct-load.sh || true").strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def tracing_off(vm) -> tuple[str, str]:
+    """The top-level enable switch, and any doctor instance left behind."""
+    return (vm.sh(f"cat {TRACEFS}/events/skb/kfree_skb/enable").strip(),
+            vm.sh(f"ls {TRACEFS}/instances | grep netfix-doctor || true").strip())
+
+
+def test_doctor_healthy_vm_at_rest_has_no_warning(vm):
+    vm.sh("modprobe nf_conntrack")
+    host, rc = doctor_json(vm, "--window", "2")
+    TIMINGS["doctor_window2_seconds"] = host["took"]
+    assert host["status"] == "ok" and rc == 0, problems(host)
+    assert not host["netns"] and host["kernel"].startswith("6.1")
+
+
+@pytest.fixture(scope="module")
+def ct_table(vm):
+    """conntrack tracking for real (a Kubernetes node has kube-proxy's rules; a fresh VM
+    registers no conntrack hook without a rule that needs it), the table 512 entries on
+    many buckets (so that early drop rarely frees a slot: the drops are the table being
+    full), and a UDP sink on the load's port (delivered packets are consumed, not freed
+    with NO_SOCKET: the drop reasons seen are the table's). Everything restored after."""
+    orig = vm.sysctls([MAX, BUCKETS])
+    # SSH (this test's and doctor's own sessions) untracked: a full table drops new
+    # connections, the management one too.
+    t = "inet netfix_doctor_test"
+    vm.sh(f"nft add table {t} && "
+          f"nft add chain {t} pre '{{ type filter hook prerouting priority -300; }}' && "
+          f"nft add rule {t} pre tcp dport 22 notrack && "
+          f"nft add chain {t} raw_out '{{ type filter hook output priority -300; }}' && "
+          f"nft add rule {t} raw_out tcp sport 22 notrack && "
+          f"nft add chain {t} out '{{ type filter hook output priority 0; }}' && "
+          f"nft add rule {t} out ct state new counter")
+    vm.sh(f"cat > /root/ct-load.sh <<'EOF'\n{CT_LOAD}EOF")
+    sink = vm.sh("command -v systemd-socket-activate >/dev/null && { setsid "
+                 f"systemd-socket-activate -d -l 127.0.0.1:{CT_PORT} sh -c 'exec cat <&3 "
+                 ">/dev/null' >/dev/null 2>&1 </dev/null & echo $!; } || true").strip()
+    vm.sh(f"sysctl -qw {BUCKETS}=65536 {MAX}={CT_MAX}")
+    try:
+        yield orig
+    finally:
+        if sink:
+            vm.sh(f"kill {sink}", check=False)
+        vm.sh("nft delete table inet netfix_doctor_test; conntrack -F >/dev/null 2>&1; "
+              f"sysctl -qw {BUCKETS}={orig[BUCKETS]} {MAX}={orig[MAX]}", check=False)
+        vm.sh("rm -f /root/ct-load.sh", check=False)
+
+
+def test_doctor_conntrack_table_full_with_drop_reasons(vm, ct_table, tmp_path_factory):
+    assert vm.sysctls([MAX])[MAX] == str(CT_MAX)
+    fix = tmp_path_factory.mktemp("doctor") / "fix.yaml"
+    start_load(vm, 700, 60, 9)
+    time.sleep(1.0)  # the burst fills the table; the window sees the steady part
+    before = ct_stat(vm)
+    host, rc = doctor_json(vm, "--window", "5", "--trace-drops", "5", "--fix-profile", str(fix))
+    after = ct_stat(vm)
+    wait_load(vm)
+    TIMINGS["doctor_window5_trace5_seconds"] = host["took"]
+    assert rc == 2
+    assert "table full" in vm.sh("dmesg | grep 'nf_conntrack: table full' | tail -1")
+    full = next(f for f in host["findings"] if f["code"] == "conntrack-table-full")
+    assert full["severity"] == "critical" and full["now"], full
+    assert full["evidence"]["drop_per_s"] > 0 and full["evidence"]["max"] == CT_MAX, full
+    # The kernel's own reason: the netfilter drop, as often as conntrack counted drops.
+    reasons = [f for f in host["findings"] if f["code"] == "drops-reason"]
+    assert reasons, host["findings"]
+    top = reasons[0]
+    ct_drops = round(full["evidence"]["drop_per_s"] * host["window_seconds"])
+    DOCTOR.update(trace_netfilter_drops=top["evidence"]["count"], conntrack_drop_delta=ct_drops,
+                  test_drop_delta=after["drop"] - before["drop"],
+                  trace_seconds=top["evidence"]["trace_seconds"],
+                  window_seconds=host["window_seconds"],
+                  top_location=top["evidence"]["top_location"],
+                  reasons={f["subject"]: f["evidence"]["count"] for f in reasons})
+    TIMINGS["doctor_trace"] = dict(DOCTOR)
+    assert top["subject"] == "NETFILTER_DROP", reasons
+    assert top["evidence"]["see"] == "conntrack" and top["severity"] == "warning"
+    assert top["evidence"]["capped"] == 0 and top["evidence"]["top_location"] not in ("", "-")
+    # The trace covers the first 5 s of the window (it is read before the second sample).
+    assert 0.6 * ct_drops <= top["evidence"]["count"] <= 1.15 * ct_drops + 5, DOCTOR
+    assert tracing_off(vm) == ("0", ""), tracing_off(vm)
+    DOCTOR["fix"] = str(fix)
+
+
+def test_doctor_fix_profile_plan_apply_and_the_same_load_drops_nothing(vm, ct_table):
+    fix = DOCTOR.get("fix")
+    assert fix, "the flood test did not run"
+    ch = vm.plan("--profile", str(fix))
+    assert ch[MAX]["action"] == "update" and int(ch[MAX]["desired"]) >= 2 * CT_MAX, ch[MAX]
+    assert ch[BUCKETS]["action"] == "update", ch[BUCKETS]
+    assert int(ch[MAX]["desired"]) == 4 * int(ch[BUCKETS]["desired"])
+    vm.netfix("apply", "--yes", "--profile", str(fix))
+    try:
+        applied = vm.sysctls([MAX, BUCKETS])
+        assert applied[MAX] == ch[MAX]["desired"], applied
+        drop0 = ct_stat(vm)["drop"]
+        start_load(vm, 700, 60, 9)  # the same load: 700 + 540 flows, 15 s UDP timeout now
+        time.sleep(1.0)
+        host, _ = doctor_json(vm, "--window", "5")
+        wait_load(vm)
+        DOCTOR["drops_after_fix"] = ct_stat(vm)["drop"] - drop0
+        full = [f for f in host["findings"] if f["code"] == "conntrack-table-full"]
+        assert all(f["severity"] == "info" and not f["now"] for f in full), full
+        assert DOCTOR["drops_after_fix"] == 0, DOCTOR
+    finally:
+        vm.netfix("rollback", "--yes")
+    assert vm.sysctls([MAX, BUCKETS]) == {MAX: str(CT_MAX), BUCKETS: "65536"}
+
+
+def test_doctor_trace_is_off_after_the_controller_and_script_were_killed(vm):
+    """SIGKILL the controller during the trace window, and the node's doctor script with
+    it (no trap runs): the guard in its own session turns the tracepoint off anyway."""
+    trace = 5
+    proc = subprocess.Popen([NETFIX, "doctor", "--window", "0", "--trace-drops", str(trace),
+                             "-i", str(vm.inventory)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    inst = ""
+    while not inst and time.monotonic() - t0 < 30:
+        inst = vm.sh(f"ls {TRACEFS}/instances | grep netfix-doctor || true").strip()
+    assert inst, "doctor never created its tracefs instance"
+    assert vm.sh(f"cat {TRACEFS}/instances/{inst}/events/skb/kfree_skb/enable").strip() == "1"
+    guard = vm.sh("pgrep -f nd-trace-guard | head -n1").strip()
+    script = vm.sh(f"ps -o ppid= -p {guard}").strip()
+    proc.kill()
+    proc.wait()
+    vm.sh(f"kill -9 {script}", check=False)  # the script dies without its traps
+    started = time.monotonic() - t0
+    assert vm.sh(f"cat {TRACEFS}/instances/{inst}/events/skb/kfree_skb/enable").strip() == "1"
+    # the guard's deadline: trace + 20 s after the start
+    deadline = time.monotonic() + trace + 20 + 10 - started
+    while time.monotonic() < deadline and tracing_off(vm)[1]:
+        time.sleep(1)
+    TIMINGS["trace_guard_off_after_seconds"] = round(time.monotonic() - t0, 1)
+    assert tracing_off(vm) == ("0", ""), tracing_off(vm)
+
+
+def test_doctor_reports_a_memory_cgroup_oom_kill(vm):
+    p = vm._vm.vm_exec("systemd-run --scope -p MemoryMax=32M tail /dev/zero", vm.dir,
+                       check=False)
+    assert p.returncode != 0  # killed
+    host, rc = doctor_json(vm, "--window", "2")
+    oom = next(f for f in host["findings"] if f["code"] == "memory-cgroup-oom-kill")
+    assert oom["evidence"]["process"] == "tail" and oom["evidence"]["kills"] >= 1, oom
+    assert oom["severity"] == "warning" and rc == 2
+    DOCTOR["oom"] = oom["summary"]
+    print(f"\ndoctor on the VM: {json.dumps(DOCTOR)}")
