@@ -127,8 +127,10 @@ def test_kubelet_without_kube_proxy_is_critical(lab):
             assert problems(doctor(lab, "--window", "0", rc=0)[0]) == []
         finally:
             lab.sh("node2", f"kill {kpid}")
+            kp.unlink()
     finally:
         lab.sh("node2", f"kill {pid}")
+        fake.unlink()  # the lab's dir holds only the lab's files: lab down removes it
 
 
 def iptables_rules(n: int) -> str:
@@ -213,6 +215,8 @@ def test_syn_flood_is_reported_and_its_remedy_planned(lab, tmp_path):
             lab.sh("node1", f"kill {sender}", check=False)
         lab.sh("node2", f"kill {listener}", check=False)
         lab.sh("node1", "nft delete table inet ndtest")
+        for name in ("syn.py", "listen.py"):
+            (lab.dir / name).unlink()
     try:
         got = findings(report, "node2")
         drop = got["synflood-syn-drops"]
