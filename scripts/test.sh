@@ -11,7 +11,7 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
 fi
 shellcheck .ci/run scripts/*.sh molecule/vm/files/state.sh
-shellcheck -s sh netfix/doctor/*.sh
+shellcheck -s sh netfix/doctor/*.sh netfix/sh/*.sh
 # The sh the nodes run: every netfix/sh file, and whole generated scripts (fact, apply,
 # rollback, recovery, confirm, nic.sh, the cmd steps) rendered into a temp dir.
 .venv/bin/python scripts/sh-samples.py --check

@@ -1,4 +1,6 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2034
+# (SC2034: this fragment sets variables the script parts after it read: ARMED, rc, NORM, S, R)
 # `apply --confirm N`: arm, run by the apply script after its last step, leaves a revert
 # armed that needs neither Python nor the controller: the inverse transaction, written to
 # <id>.revert.sh and run after N seconds by a systemd timer where systemd is PID 1, else by

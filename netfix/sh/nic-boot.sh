@@ -1,4 +1,6 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2034
+# (SC2034: this fragment sets variables the script parts after it read: ARMED, rc, NORM, S, R)
 # The start of /etc/netfix/nic.sh (after prelude.sh): `nic.sh [IFACE]`. The generated
 # part follows: one function s<N> per setting (its journal set snippet), then per
 # interface `if want IFACE; then s<N> VALUE || fail 'IFACE what'; ...; fi`, `exit "$rc"`.

@@ -1,4 +1,6 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2034
+# (SC2034: this fragment sets variables the script parts after it read: ARMED, rc, NORM, S, R)
 # The prelude of every script netfix runs on a node, and of the boot script nic.sh: a
 # known PATH and locale, and the few functions every writer shares. Builtins only, except
 # where a file is written (base64, chmod, sync, mv: the same commands as ever).

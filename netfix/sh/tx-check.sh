@@ -1,4 +1,6 @@
 # shellcheck shell=sh
+# shellcheck disable=SC2034
+# (SC2034: this fragment sets variables the script parts after it read: ARMED, rc, NORM, S, R)
 # The before-state check of an apply script (after tx.sh): the generated lines that follow
 # compare each target with what the plan saw, then `[ "$S" = 0 ] || exit 12`.
 NL='
