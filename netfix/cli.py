@@ -601,5 +601,10 @@ def profiles_validate(files) -> None:
         click.echo(f"{f}: ok")
 
 
+# The agent's group imports only click; its loop and deploy code load when they run.
+from netfix.agentcli import agent  # noqa: E402
+
+main.add_command(agent)
+
 if __name__ == "__main__":
     main()

@@ -43,6 +43,15 @@ class Code(StrEnum):
     OVERLAY_MTU = "overlay-mtu"  # detail: the overlay device
 
 
+class When(StrEnum):
+    """Writer.when: the moment another program writes a target."""
+
+    BOOT = "boot"  # systemd-sysctl / procps at boot, netfix's own boot unit
+    START = "start"  # at the writer's (re)start: kube-proxy, TuneD, kubelet's check, a CNI agent
+    PERIODIC = "periodic"  # on a timer or loop of its own
+    LINK_ADD = "link-add"  # when the interface (re)appears: udev .link files, NetworkManager
+
+
 UPDATE, SKIP, OK = Action.UPDATE, Action.SKIP, Action.OK
 DISRUPTIVE, NOT_SETTABLE = Code.DISRUPTIVE, Code.NOT_SETTABLE
 SHADOWED, OTHER_WRITER = Code.SHADOWED, Code.OTHER_WRITER
@@ -60,6 +69,23 @@ class Reason:
 
     def __str__(self) -> str:
         return f"{self.code}/{self.detail}" if self.detail else str(self.code)
+
+
+@dataclass
+class Writer:
+    """One program that writes (or checks) a target besides netfix's apply: who, which
+    version, the value it writes, when, and whether its value is the one the target ends
+    with. Knobs fill Change.writers; drift and the table read them."""
+
+    name: str  # kube-proxy, systemd-sysctl, procps, tuned, systemd-udevd, kubelet, cilium...
+    when: str  # a When
+    value: str | None = None  # what it writes; None: it only checks (kubelet) or unknown
+    version: str = ""
+    source: str = ""  # where netfix read this: a file, a flag, "pid 1234"
+    wins: bool = False  # the target ends with this writer's value
+
+    def __post_init__(self) -> None:
+        self.when = When(self.when)
 
 
 @dataclass
@@ -98,10 +124,13 @@ class Change:
     notes: list[str] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     reasons: list[Reason] = field(default_factory=list)
+    writers: list[Writer] = field(default_factory=list)  # other programs writing the target
+    wins: str = ""  # who the target ends with: "netfix" or a Writer.name ("" not modelled)
 
     def __post_init__(self) -> None:
         self.action = Action(self.action)
         self.reasons = [r if isinstance(r, Reason) else Reason(**r) for r in self.reasons]
+        self.writers = [w if isinstance(w, Writer) else Writer(**w) for w in self.writers]
         for code in self.flags:  # a bare flag is a reason without detail
             if self.reason(code) is None:
                 self.reasons.append(Reason(code))
@@ -199,7 +228,8 @@ def load_plan(path: str | Path) -> Plan:
     for h in data["hosts"]:
         changes = [
             Change(**{**c, "ops": [Op(**o) for o in c.get("ops", [])],
-                      "reasons": [Reason(**r) for r in c.get("reasons", [])]})
+                      "reasons": [Reason(**r) for r in c.get("reasons", [])],
+                      "writers": [Writer(**w) for w in c.get("writers", [])]})
             for c in h["changes"]
         ]
         hosts.append(HostPlan(**{**h, "changes": changes}))
