@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
-from netfix import journal, knobs, transport
+from netfix import journal, knobs, transport, writers
 from netfix.errors import InputError, NetfixError
 from netfix.facts import Facts, Needs, build_script, parse
 from netfix.inventory import Host
@@ -149,6 +149,8 @@ def needs_for(profile: Profile) -> Needs:
     needs = Needs()
     for mod, section in sections(profile):
         needs.update(mod.needs(section, ctx))
+    for writer in writers.modules():
+        needs.update(writer.needs(profile.data))
     return needs
 
 
@@ -158,6 +160,8 @@ def diff_facts(host: str, profile: Profile, facts: Facts) -> HostPlan:
     changes = []
     for mod, section in sections(profile):
         changes += mod.diff(section, facts, ctx)
+    for writer in writers.modules():
+        writer.annotate(changes, facts)
     return HostPlan(host, profile.name, changes, fingerprint(changes), info=facts.summary())
 
 

@@ -1,0 +1,50 @@
+"""Other writers of a node's network settings: one module per writer (kube-proxy, the
+boot-time sysctl applier, TuneD, udev .link files, NetworkManager, kubelet, CNI agents),
+one contract, run after every knob's diff in the same round trip.
+
+A module is a writer model when it has `NAME`. It provides:
+
+    NAME: str                                     # the writer, as Writer.name shows it
+    needs(data) -> facts.Needs                    # what the fact script must read, given the
+                                                  # merged profile data (read nothing when the
+                                                  # profile touches nothing this writer writes)
+    annotate(changes, facts) -> None              # add plan.Writer entries to the changes it
+                                                  # writes, set Change.wins, and flag
+                                                  # other-writer (or error) only where the
+                                                  # writer really undoes netfix's value
+
+A writer model never adds ops: it only says who else writes a target, when, and who wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from netfix.facts import Facts, Needs
+    from netfix.plan import Change
+
+
+@runtime_checkable
+class WriterModel(Protocol):
+    NAME: str
+
+    def needs(self, data: dict) -> Needs: ...
+
+    def annotate(self, changes: list[Change], facts: Facts) -> None: ...
+
+
+@functools.cache  # the package's files do not change during a run
+def modules() -> tuple[ModuleType, ...]:
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME"):
+            found.append(mod)
+    return tuple(found)
