@@ -98,6 +98,18 @@ class Sample:
     trace: str | None = None
 
 
+@dataclass(frozen=True)
+class Files:
+    """Files a detector reads with no process of its own. A detector module may declare
+    `ONCE_FILES` and `SAMPLE_FILES`, section name -> Files: the runner reads every
+    detector's files with one `grep -H` per sample (one process per file was most of a
+    node's cost) and hands each detector `== section` parts as if its sh had printed them,
+    before its sh's own output."""
+
+    paths: tuple[str, ...]  # absolute; shell globs allowed; [A-Za-z0-9_./*-] only
+    raw: bool = False  # the lines as in the file (like cat); default `path:line` (grep -H)
+
+
 @runtime_checkable
 class Detector(Protocol):
     NAME: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netfix.doctor import Finding, LogLine, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, LogLine, Remedy, Sample, Severity
 from netfix.doctor.parse import (
     Window,
     conntrack_full_lines,
@@ -24,6 +24,13 @@ from netfix.doctor.parse import (
 from netfix.knobs.conntrack import BUCKET_BYTES, ENTRY_BYTES, buckets_for
 
 NAME = "conntrack"
+_D = "/proc/sys/net/netfilter/nf_conntrack_"
+# Settings read once: bucket count and the timeouts the remedy may shorten.
+ONCE_FILES = {"settings": Files(tuple(_D + k for k in (
+    "buckets", "tcp_timeout_established", "tcp_timeout_syn_sent", "tcp_timeout_syn_recv",
+    "udp_timeout", "udp_timeout_stream")))}
+SAMPLE_FILES = {"counts": Files((_D + "count", _D + "max")),
+                "stat": Files(("/proc/net/stat/nf_conntrack",), raw=True)}
 CODES = {
     "conntrack-table-full": "table full: new connections dropped (stat drop/early_drop, "
                             "kernel 'table full' lines); critical on drops in the window",

@@ -113,12 +113,6 @@ def host_values(sample: Sample) -> HostValues:
                 key = path.removeprefix("/proc/sys/").replace("/", ".")
                 if key in SYSCTLS and value.strip():
                     hv.values[Key(key)] = _norm(value)
-    for line in sample.once.get("synflood", "").splitlines():  # `sysctl ipv4/x VALUE`
-        words = line.split(None, 2)
-        if len(words) == 3 and words[0] == "sysctl":
-            key = "net." + words[1].replace("/", ".")
-            if key in SYSCTLS:
-                hv.values[Key(key)] = _norm(words[2])
     net = ifaces.parse(sample.once.get("mtu", ""))
     nic = sections(sample.once.get("nic"))
     hw = iface_lines(nic.get("ifaces"))

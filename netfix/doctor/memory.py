@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from netfix.doctor import Finding, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, Remedy, Sample, Severity
 from netfix.doctor.parse import in_window, oom_kills, pressure, sections, vmstat, window
 
 NAME = "memory"
+# /proc/vmstat whole (about 180 short lines): its parser keys by name.
+SAMPLE_FILES = {"vmstat": Files(("/proc/vmstat",), raw=True),
+                "psi_memory": Files(("/proc/pressure/memory",), raw=True),
+                "psi_irq": Files(("/proc/pressure/irq",), raw=True)}
 CODES = {
     "memory-oom-kill": "the global OOM killer killed processes (critical in the window, "
                        "warning within the hour, else info)",

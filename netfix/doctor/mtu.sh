@@ -4,12 +4,12 @@
 # don't-fragment bit to each (ping is read-only; it only sends to those addresses).
 
 once_mtu() {
-  echo "== link"
-  ip -j -d link show 2>/dev/null
-  echo "== addr"
-  if [ -n "${_nd_addr+set}" ]; then  # once_addresses ran it already
-    printf '%s\n' "$_nd_addr"
+  if [ -n "${_nd_addr+set}" ]; then  # once_addresses ran `ip -j -d addr` already
+    printf '== link\n%s\n== addr\n%s\n' "$_nd_addr" "$_nd_addr"
   else
+    echo "== link"
+    ip -j -d link show 2>/dev/null
+    echo "== addr"
     ip -j addr show 2>/dev/null
   fi
   echo "== route"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from netfix import ethtool
-from netfix.doctor import Finding, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, Remedy, Sample, Severity
 from netfix.doctor.parse import (
     Window,
     ethtool_stats,
@@ -25,6 +25,8 @@ from netfix.doctor.parse import (
 )
 
 NAME = "nic"
+SAMPLE_FILES = {"stats": Files(tuple(f"/sys/class/net/*/statistics/{k}" for k in (
+    "rx_packets", "rx_dropped", "rx_missed_errors", "rx_fifo_errors")))}
 CODES = {
     "nic-rx-drops": "the NIC or driver dropped received packets (ring full, no buffer, "
                     "FIFO): warning in the window, critical from 1000/s or 1 % of packets",

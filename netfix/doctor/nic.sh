@@ -1,5 +1,6 @@
-# nic detector: per-interface drop counters (sysfs for every interface, `ethtool -S` for
-# interfaces backed by a device), ring sizes and irqbalance. Read-only.
+# nic detector: per-interface drop counters (sysfs for every interface: the runner's one
+# grep, nic.py's SAMPLE_FILES; `ethtool -S` for interfaces backed by a device), ring sizes
+# and irqbalance. Read-only.
 
 # Which interfaces are hardware (have a device) and their driver, their rings, irqbalance.
 once_nic() {
@@ -41,10 +42,6 @@ once_nic() {
 # One grep for the sysfs statistics of every interface (`path:value`); `ethtool -S` (one
 # process each) only for the few interfaces with a device.
 sample_nic() {
-  echo "== stats"
-  grep -H . /sys/class/net/*/statistics/rx_packets /sys/class/net/*/statistics/rx_dropped \
-    /sys/class/net/*/statistics/rx_missed_errors \
-    /sys/class/net/*/statistics/rx_fifo_errors 2>/dev/null
   command -v ethtool >/dev/null 2>&1 || return 0
   for _nc_d in /sys/class/net/*; do
     _nc_if=${_nc_d##*/}

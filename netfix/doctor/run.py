@@ -14,18 +14,22 @@ error (the other hosts carry on). Nothing here prints.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fnmatch import fnmatch
 from importlib import resources
 from types import ModuleType
 
 from netfix import transport
-from netfix.doctor import SEVERITY_ORDER, Finding, LogLine, Sample, Severity, detectors
+from netfix.doctor import SEVERITY_ORDER, Files, Finding, LogLine, Sample, Severity, detectors
 from netfix.engine import host_error, parallel
 from netfix.errors import NetfixError
 from netfix.inventory import Host
+
+__all__ = ["Files"]  # detectors declare their files with it; the runner reads them
 
 SCHEMA = "netfix-doctor/v1"
 MARK = "@@ND "
@@ -107,6 +111,27 @@ def _sh(name: str) -> str:
                           "detector needs its sh next to it (package data)") from None
 
 
+FILE_PATH = re.compile(r"/[A-Za-z0-9_./*-]+")
+
+
+def _files(mods: Sequence[ModuleType], attr: str) -> list[str]:
+    """Every path the detectors' `attr` (ONCE_FILES / SAMPLE_FILES) names, once each."""
+    paths: list[str] = []
+    for m in mods:
+        for f in getattr(m, attr, {}).values():
+            for p in f.paths:  # code, never input; still, it reaches the shell
+                if not FILE_PATH.fullmatch(p) or ".." in p:
+                    raise NetfixError(f"detector {m.NAME}: file path {p!r} is not plain")
+                paths.append(p)
+    return list(dict.fromkeys(paths))
+
+
+def _grep(part: str, paths: list[str]) -> list[str]:
+    if not paths:
+        return []
+    return [f"nd_mark files {part}; grep -H . {' '.join(paths)} 2>/dev/null"]
+
+
 def build_script(mods: Sequence[ModuleType], window: float,
                  probe: Sequence[str] = (), trace: float = 0.0) -> str:
     """The whole script one host runs, read-only but for `trace`. `window` is a validated
@@ -119,6 +144,7 @@ def build_script(mods: Sequence[ModuleType], window: float,
     import shlex
 
     names = [m.NAME for m in mods]
+    once, sample = _files(mods, "ONCE_FILES"), _files(mods, "SAMPLE_FILES")
     targets = [str(ipaddress.ip_address(a)) for a in probe]
     for n in names:  # NAME is code, never input; still, it reaches the shell
         if not n.isidentifier():
@@ -130,12 +156,12 @@ def build_script(mods: Sequence[ModuleType], window: float,
     if trace > 0:  # the one part that writes on the node: only when asked for
         parts.append(_sh("trace.sh"))
     parts += [_sh(f"{n}.sh") for n in names]
-    body = ["nd_common"]
+    body = ["nd_common", *_grep("once", once)]
     body += [f"nd_mark once {n}; once_{n} 2>/dev/null" for n in names]
     trace_end = ["nd_trace_off", "nd_trace_read", "nd_trace_cleanup"]
     if trace > 0:
         body += ["nd_trace_start"]
-    body += ["nd_mark t before; nd_uptime"]
+    body += ["nd_mark t before; nd_uptime", *_grep("before", sample)]
     body += [f"nd_mark before {n}; sample_{n} 2>/dev/null" for n in names]
     if trace > 0 and trace <= window:  # the trace ends within the window
         body += [f"sleep {trace:g}", *trace_end]
@@ -144,7 +170,7 @@ def build_script(mods: Sequence[ModuleType], window: float,
     elif window > 0:
         body += [f"sleep {window:g}"]
     if window > 0:
-        body += ["nd_mark t after; nd_uptime"]
+        body += ["nd_mark t after; nd_uptime", *_grep("after", sample)]
         body += [f"nd_mark after {n}; sample_{n} 2>/dev/null" for n in names]
     if trace > window:  # longer than the window, or its own window (--window 0)
         body += [f"sleep {trace - window:g}", *trace_end]
@@ -201,8 +227,32 @@ def parse_klog(text: str, clock: float, uptime: float) -> list[LogLine]:
     return lines
 
 
+def by_path(text: str) -> dict[str, list[str]]:
+    """`grep -H` output -> path -> its lines, in grep's order. (/proc and /sys paths never
+    hold a colon: interface names cannot.)"""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        path, sep, rest = line.partition(":")
+        if sep and path.startswith("/"):
+            out.setdefault(path, []).append(rest)
+    return out
+
+
+def file_sections(mod: ModuleType, attr: str, lines: dict[str, list[str]]) -> str:
+    """A detector's declared files as the `== section` text its parsers read."""
+    out = []
+    for section, f in getattr(mod, attr, {}).items():
+        body = [line if f.raw else f"{path}:{line}"
+                for path, got in lines.items() if any(fnmatch(path, p) for p in f.paths)
+                for line in got]
+        if body:
+            out += [f"== {section}", *body]
+    return "\n".join(out) + "\n" if out else ""
+
+
 def parse_sample(host: str, text: str, names: Sequence[str],
-                 groups: Sequence[str] = ()) -> tuple[Sample, list[str]]:
+                 groups: Sequence[str] = (), mods: Sequence[ModuleType] = ()
+                 ) -> tuple[Sample, list[str]]:
     """One host's output -> (Sample, notes). Raises NetfixError on a cut-off output."""
     parts = split_output(text)
     if ("end", "-") not in parts:
@@ -240,12 +290,19 @@ def parse_sample(host: str, text: str, names: Sequence[str],
     if sample.trace is not None and sample.netns:
         notes.append("network namespace of a larger kernel: --trace-drops not run here (the "
                      "skb:kfree_skb tracepoint sees the whole host's drops, not this node's)")
+    files = {part: by_path(parts.get(("files", part), "")) for part in ("once", "before", "after")}
+    by_name = {m.NAME: m for m in mods}
     for n in names:
-        sample.once[n] = parts.get(("once", n), "")
-        sample.before[n] = parts.get(("before", n), "")
+        mod = by_name.get(n)
+
+        def read(part: str, attr: str, n: str = n, mod: ModuleType | None = mod) -> str:
+            own = parts.get((part, n), "")
+            return file_sections(mod, attr, files[part]) + own if mod else own
+
+        sample.once[n] = read("once", "ONCE_FILES")
+        sample.before[n] = read("before", "SAMPLE_FILES")
         # With --window 0 there is one sample: `after` repeats it (deltas are 0).
-        sample.after[n] = parts.get(("after", n), sample.before[n]) if after_t else \
-            sample.before[n]
+        sample.after[n] = read("after", "SAMPLE_FILES") if after_t else sample.before[n]
     return sample, notes
 
 
@@ -283,7 +340,8 @@ def check_host(host: Host, window: float, mods: Sequence[ModuleType] | None = No
         if res.rc != 0 and "@@ND end" not in res.stdout:
             raise NetfixError(f"doctor script failed (exit {res.rc}): "
                               f"{res.stderr.strip()[:300]}")
-        sample, hd.notes = parse_sample(host.name, res.stdout, hd.detectors, host.groups)
+        sample, hd.notes = parse_sample(host.name, res.stdout, hd.detectors, host.groups,
+                                        mods)
         hd.sample, hd.window, hd.uptime = sample, sample.window, sample.uptime
         hd.kernel, hd.netns = sample.kernel, sample.netns
         hd.findings, hd.detector_errors = diagnose(sample, mods)

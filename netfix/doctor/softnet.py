@@ -9,10 +9,15 @@ the detector says nothing there.
 
 from __future__ import annotations
 
-from netfix.doctor import Finding, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, Remedy, Sample, Severity
 from netfix.doctor.parse import flag, leaves, sections, softirqs, softnet, to_int, window
 
 NAME = "softnet"
+ONCE_FILES = {"settings": Files(tuple(f"/proc/sys/net/core/{k}" for k in (
+    "netdev_max_backlog", "netdev_budget", "netdev_budget_usecs")))}
+# /proc/softirqs whole: its parser keys rows by name, so the other rows cost nothing.
+SAMPLE_FILES = {"softnet_stat": Files(("/proc/net/softnet_stat",), raw=True),
+                "softirqs": Files(("/proc/softirqs",), raw=True)}
 CODES = {
     "softnet-backlog-drops": "a CPU's backlog was full and packets were dropped "
                              "(softnet_stat dropped); warning in the window, critical "

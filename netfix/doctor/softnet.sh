@@ -1,13 +1,10 @@
 # softnet detector: backlog drops, budget squeezes and NET_RX per CPU. Host-global files
 # (the detector ignores them inside a network namespace). Read-only.
 
-# Sysctls the remedy raises (one grep: the shell's `read` cannot read /proc/sys, see
-# conntrack.sh), RPS masks of the default-route interfaces (is RPS already on?) and
-# whether irqbalance runs (builtins only: no process per file).
+# The sysctls the remedy raises, softnet_stat and softirqs are the runner's one grep
+# (softnet.py's ONCE_FILES, SAMPLE_FILES). Here: RPS masks of the default-route interfaces
+# (is RPS already on?) and whether irqbalance runs (builtins only: no process per file).
 once_softnet() {
-  echo "== settings"
-  grep -H . /proc/sys/net/core/netdev_max_backlog /proc/sys/net/core/netdev_budget \
-    /proc/sys/net/core/netdev_budget_usecs 2>/dev/null
   echo "== rps"
   # /proc/net/route: Iface Destination ...; destination 00000000 is a default route.
   while read -r _sn_if _sn_dst _sn_rest; do
@@ -31,13 +28,5 @@ once_softnet() {
 }
 
 sample_softnet() {
-  if [ -r /proc/net/softnet_stat ]; then
-    echo "== softnet_stat"
-    cat /proc/net/softnet_stat 2>/dev/null
-  fi
-  if [ -r /proc/softirqs ]; then
-    echo "== softirqs"
-    grep -E '^ *(CPU|NET_RX:|NET_TX:)' /proc/softirqs 2>/dev/null
-  fi
-  return 0
+  :
 }

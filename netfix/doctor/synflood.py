@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import re
 
-from netfix.doctor import Finding, LogLine, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, LogLine, Remedy, Sample, Severity
+from netfix.doctor.parse import files
 
 NAME = "synflood"
+ONCE_FILES = {"sysctls": Files(tuple(f"/proc/sys/net/{k}" for k in (
+    "ipv4/tcp_syncookies", "ipv4/tcp_max_syn_backlog", "core/somaxconn",
+    "ipv4/tcp_synack_retries")))}
+SAMPLE_FILES = {"netstat": Files(("/proc/net/netstat",), raw=True)}
 CODES = {
     "synflood-syn-drops": "SYNs dropped because a listener's SYN queue was full "
                           "(TCPReqQFullDrop; syncookies off): new connections fail",
@@ -48,11 +53,13 @@ def _netstat(text: str) -> dict[str, int]:
 def _once(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
     sysctls: dict[str, int] = {}
     listeners = []
+    for path, value in files(text).items():
+        key = SYSCTL.get(path.removeprefix("/proc/sys/net/"))
+        if key and value.isdigit():
+            sysctls[key] = int(value)
     for line in text.splitlines():
         w = line.split()
-        if len(w) == 3 and w[0] == "sysctl" and w[1] in SYSCTL and w[2].isdigit():
-            sysctls[SYSCTL[w[1]]] = int(w[2])
-        elif len(w) == 4 and w[0] == "listen" and w[2].isdigit() and w[3].isdigit():
+        if len(w) == 4 and w[0] == "listen" and w[2].isdigit() and w[3].isdigit():
             listeners.append((w[1], int(w[2]), int(w[3])))
     return sysctls, listeners
 

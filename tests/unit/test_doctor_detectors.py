@@ -500,9 +500,14 @@ def test_sh_is_read_only(mod):
 
 
 def run_sh(mod, func: str) -> str:
-    return subprocess.run(["sh", "-c", f'. "$1"; {func}_{mod.NAME}', "sh",
-                           str(DOCTOR / f"{mod.NAME}.sh")],
-                          capture_output=True, text=True, check=True, timeout=30).stdout
+    """The detector's part of the runner's real script (its sh and the files the runner
+    greps for it), run here and parsed as the runner does."""
+    from netfix.doctor import run as drun
+
+    out = subprocess.run(["sh", "-c", drun.build_script([mod], 0)], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    sample, _ = drun.parse_sample("here", out, [mod.NAME], mods=[mod])
+    return (sample.once if func == "once" else sample.before)[mod.NAME]
 
 
 @pytest.mark.parametrize("mod", MINE, ids=lambda m: m.NAME)

@@ -229,8 +229,8 @@ def test_values_are_read_from_what_the_detectors_printed():
     s = Sample("n1", 0, groups=["workers"], kernel="6.1.0-18-amd64", once={
         "mtu": "== link\n" + json.dumps(links) + "\n== addr\n[]\n",
         "nic": NIC_ONCE, "fleet": FLEET_ONCE,
-        "synflood": "sysctl ipv4/tcp_syncookies 1\nsysctl core/somaxconn 4096\n"
-                    "sysctl ipv4/tcp_synack_retries 5\nlisten 0.0.0.0:22 0 128\n",
+        "synflood": "/proc/sys/net/ipv4/tcp_syncookies:1\n/proc/sys/net/core/somaxconn:4096\n"
+                    "/proc/sys/net/ipv4/tcp_synack_retries:5\nlisten 0.0.0.0:22 0 128\n",
         "softnet": "== settings\n/proc/sys/net/core/netdev_max_backlog:1000\n"
                    "/proc/sys/net/core/netdev_budget:300\n",
         "conntrack": "== settings\n/proc/sys/net/netfilter/nf_conntrack_buckets:65536\n"
@@ -271,10 +271,10 @@ def test_runner_fills_groups_and_adds_outliers_after_all_hosts(monkeypatch):
     # three reads of this machine, one of them told its somaxconn is different
     real = drun.parse_sample
 
-    def parse(host, text, names, groups=()):
+    def parse(host, text, *args, **kwargs):
         if host == "odd":
-            text = text.replace("sysctl core/somaxconn ", "sysctl core/somaxconn 7")
-        return real(host, text, names, groups)
+            text = text.replace("/core/somaxconn:", "/core/somaxconn:7")
+        return real(host, text, *args, **kwargs)
 
     monkeypatch.setattr(drun, "parse_sample", parse)
     rep = drun.run([local("a", ["lab"]), local("b", ["lab"]), local("odd", ["x", "lab"])], 0)
@@ -293,12 +293,13 @@ def test_runner_fills_groups_and_adds_outliers_after_all_hosts(monkeypatch):
 def test_no_outliers_without_the_fleet_module(monkeypatch):
     real = drun.parse_sample
 
-    def parse(host, text, names, groups=()):
+    def parse(host, text, *args, **kwargs):
         if host == "c":
-            text = text.replace("sysctl core/somaxconn ", "sysctl core/somaxconn 7")
-        return real(host, text, names, groups)
+            text = text.replace("/core/somaxconn:", "/core/somaxconn:7")
+        return real(host, text, *args, **kwargs)
 
     monkeypatch.setattr(drun, "parse_sample", parse)
     mods = [m for m in detectors() if m.NAME != "fleet"]
     rep = drun.run([local(n, ["lab"]) for n in ("a", "b", "c")], 0, mods=mods)
+    assert [h.error for h in rep.hosts] == [None] * 3
     assert not [f for h in rep.hosts for f in h.findings if f.code == "fleet-outlier"]

@@ -97,8 +97,8 @@ def test_probe_black_hole():
 
 NETSTAT = ("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCookies "
            "TCPReqQFullDrop Other\nTcpExt: 0 {} {} {} {} 7\n")
-ONCE = ("sysctl ipv4/tcp_syncookies 0\nsysctl ipv4/tcp_max_syn_backlog 4096\n"
-        "sysctl core/somaxconn 4096\nsysctl ipv4/tcp_synack_retries 5\n"
+ONCE = ("/proc/sys/net/ipv4/tcp_syncookies:0\n/proc/sys/net/ipv4/tcp_max_syn_backlog:4096\n"
+        "/proc/sys/net/core/somaxconn:4096\n/proc/sys/net/ipv4/tcp_synack_retries:5\n"
         "listen 10.251.0.12:8080 0 1\nlisten 0.0.0.0:22 0 128\n")
 
 
@@ -151,12 +151,15 @@ def test_kernel_log_lines_but_not_in_a_netns():
 
 
 def test_once_synflood_reads_whole_sysctl_values_here():
-    """dash's `read` gets only the first byte of a numeric sysctl: the sh must not use it."""
+    """dash's `read` gets only the first byte of a numeric sysctl: the runner's one grep
+    reads them, and the detector gets whole values."""
     import subprocess
 
-    sh = Path(synflood.__file__).with_name("synflood.sh")
-    out = subprocess.run(["sh", "-c", f". {sh}; once_synflood"], capture_output=True,
-                         text=True).stdout
-    sysctls, _ = synflood._once(out)
+    from netfix.doctor import run as drun
+
+    out = subprocess.run(["sh", "-c", drun.build_script([synflood], 0)], capture_output=True,
+                         text=True, check=True).stdout
+    sample, _ = drun.parse_sample("here", out, [synflood.NAME], mods=[synflood])
+    sysctls, _ = synflood._once(sample.once[synflood.NAME])
     for path, field in synflood.SYSCTL.items():
         assert sysctls[field] == int(Path(f"/proc/sys/net/{path}").read_text()), field

@@ -33,8 +33,8 @@ DETS = ["addresses", "kubeproxy", "mtu", "synflood"]
 
 def syn_finding(host_drop: int = 500) -> Finding:
     s = synflood
-    once = ("sysctl ipv4/tcp_syncookies 0\nsysctl ipv4/tcp_max_syn_backlog 4096\n"
-            "sysctl core/somaxconn 4096\nsysctl ipv4/tcp_synack_retries 5\n")
+    once = ("/proc/sys/net/ipv4/tcp_syncookies:0\n/proc/sys/net/ipv4/tcp_max_syn_backlog:4096\n"
+            "/proc/sys/net/core/somaxconn:4096\n/proc/sys/net/ipv4/tcp_synack_retries:5\n")
     net = ("TcpExt: ListenOverflows ListenDrops TCPReqQFullDoCookies TCPReqQFullDrop\n"
            "TcpExt: 0 0 0 {}\n")
     from netfix.doctor import Sample

@@ -47,6 +47,31 @@ def test_script_is_posix_sh_and_read_only_shape():
         assert target in ("/dev/null",), target
 
 
+def test_detectors_files_are_one_grep_per_sample_and_reach_each_detector_as_sections():
+    """Each file read was a process of its own and most of a node's cost: the runner reads
+    every detector's declared files with one grep when reading once and one per sample."""
+    body = drun.build_script(detectors(), 2).split("nd_common\n", 1)[1]
+    greps = [line for line in body.splitlines() if "grep -H ." in line]
+    assert [g.split(";")[0] for g in greps] == ["nd_mark files once", "nd_mark files before",
+                                                "nd_mark files after"]
+    import re
+
+    for m in detectors():  # the detectors' own sh run no file readers of their own
+        sh = (drun.resources.files("netfix.doctor") / f"{m.NAME}.sh").read_text()
+        code = "\n".join(line for line in sh.splitlines() if not line.lstrip().startswith("#"))
+        assert not re.search(r"\b(grep -H|cat) ", code), m.NAME
+    mod = types.SimpleNamespace(NAME="d", ONCE_FILES={}, SAMPLE_FILES={
+        "kv": drun.Files(("/proc/sys/a/*",)), "raw": drun.Files(("/proc/x",), raw=True)})
+    lines = drun.by_path("/proc/sys/a/b:1\n/proc/x:CPU0 CPU1\n/proc/x:NET_RX: 1 2\n"
+                         "/proc/sys/c:9\n")
+    assert drun.file_sections(mod, "SAMPLE_FILES", lines) == (
+        "== kv\n/proc/sys/a/b:1\n== raw\nCPU0 CPU1\nNET_RX: 1 2\n")
+    assert drun.file_sections(mod, "ONCE_FILES", lines) == ""
+    bad = types.SimpleNamespace(NAME="d", SAMPLE_FILES={"x": drun.Files(("/proc/$(reboot)",))})
+    with pytest.raises(NetfixError, match="not plain"):
+        drun.build_script([bad], 0)
+
+
 def test_probe_addresses_are_validated_and_quoted():
     script = drun.build_script(detectors(), 0, ["10.251.0.11", "10.251.0.12"])
     assert "ND_PROBE='10.251.0.11 10.251.0.12'" in script
