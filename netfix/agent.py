@@ -172,6 +172,7 @@ class State:
     last_plan: float = 0.0
     last_success: float = 0.0
     last_apply: float = 0.0
+    last_apply_ok: bool = False
     actions: dict[str, int] = field(default_factory=dict)  # enforce results -> count
     errors: int = 0
     events: dict[str, int] = field(default_factory=dict)  # wake-up reasons -> count
@@ -255,7 +256,7 @@ class Agent:
         result = str(res.status)
         with self.lock:
             self.state.actions[result] = self.state.actions.get(result, 0) + 1
-            self.state.last_apply = now
+            self.state.last_apply, self.state.last_apply_ok = now, res.status in GOOD
         if res.status is HostStatus.APPLIED:
             self.conflicts.wrote(keys)
         self.log("enforce", keys, tx=res.tx, reason=res.message, result=result,
@@ -295,6 +296,8 @@ AGENT_METRICS: dict[str, tuple[str, str]] = {
     "netfix_agent_conflict": ("gauge", "1 for each key the agent stopped enforcing because "
                               "another writer kept setting it back."),
     "netfix_agent_conflicts": ("gauge", "Keys in conflict (no longer enforced)."),
+    "netfix_agent_enforce_ok": ("gauge", "1 if the agent's last enforce transaction "
+                                "succeeded, 0 if not (absent before the first)."),
     "netfix_agent_enforce_actions_total": ("counter", "Enforce transactions, by result "
                                            "(applied, stale, failed-restored, error, ...)."),
     "netfix_agent_errors_total": ("counter", "Plans that failed."),
@@ -331,6 +334,7 @@ def metrics_text(host: str, options: Options, s: State, conflicts: list[Conflict
         put("netfix_agent_last_success_timestamp_seconds", f"{s.last_success:.3f}")
     if s.last_apply:
         put("netfix_agent_last_apply_timestamp_seconds", f"{s.last_apply:.3f}")
+        put("netfix_agent_enforce_ok", int(s.last_apply_ok))
     for c in conflicts:
         put("netfix_agent_conflict", 1, knob=c.knob, target=c.target, writer=c.writer)
     put("netfix_agent_conflicts", len(conflicts))
