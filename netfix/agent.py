@@ -57,6 +57,7 @@ class Options:
     conflict_limit: int = 3
     conflict_window: float = 1800.0
     textfile: Path | None = None
+    doctor_every: float = 300.0  # 0: never; each run costs ~0.15 s of CPU (measured)
 
 
 # ----------------------------------------------------------------------- no fights
@@ -187,13 +188,16 @@ class Agent:
         self.conflicts = Conflicts(options.conflict_limit, options.conflict_window, clock)
         self.state = State()
         self.lock = threading.Lock()
+        self.doctor_text = ""  # the last doctor run's families (netfix/doctor/report.py)
+        self._log_lock = threading.Lock()  # the doctor's thread logs too: whole lines only
 
-    def log(self, event: str, keys: list[Key] | None = None, tx: str | None = None,
+    def log(self, event: str, keys: list[str] | None = None, tx: str | None = None,
             reason: str = "", **extra: Any) -> None:
         line = {"ts": round(self.clock(), 3), "event": event, "host": self.host,
-                "keys": [t for _, t in keys or []], "tx": tx, "reason": reason, **extra}
-        self.out.write(json.dumps(line) + "\n")
-        self.out.flush()
+                "keys": keys or [], "tx": tx, "reason": reason, **extra}
+        with self._log_lock:
+            self.out.write(json.dumps(line) + "\n")
+            self.out.flush()
 
     def cycle(self, why: str = "timer") -> float | None:
         """One plan (and, enforcing, at most one apply). Returns when the next apply is
@@ -208,20 +212,20 @@ class Agent:
         if snap.plan.error:
             return self._failed(now, why, snap.plan.error)
         pending = snap.plan.pending
-        self.log("plan", [(c.knob, c.target) for c in pending], reason=why,
+        self.log("plan", [c.target for c in pending], reason=why,
                  pending=len(pending), drift=len(snap.drift.items), mode=self.options.mode)
         for c in pending:
             found = self.conflicts.seen(c)
             if found:
-                self.log("conflict", [(c.knob, c.target)], reason=f"set back {found.setbacks} "
+                self.log("conflict", [c.target], reason=f"set back {found.setbacks} "
                          f"times within {self.options.conflict_window:g}s: no longer enforced",
                          writer=found.writer)
-        held: dict[str, list[Key]] = {}
+        held: dict[str, list[str]] = {}
         chosen = []
         for c in pending:
             why_held = why_not(c, self.options, self.conflicts)
             if why_held:
-                held.setdefault(why_held, []).append((c.knob, c.target))
+                held.setdefault(why_held, []).append(c.target)
             else:
                 chosen.append(c)
         for reason, keys in held.items():
@@ -234,7 +238,7 @@ class Agent:
             return None
         allowed = self.state.last_apply + self.options.interval
         if self.state.last_apply and now < allowed:
-            self.log("defer", [(c.knob, c.target) for c in chosen],
+            self.log("defer", [c.target for c in chosen],
                      reason="at most one apply per interval")
             return allowed
         self._enforce(snap.plan, chosen, now)
@@ -259,8 +263,22 @@ class Agent:
             self.state.last_apply, self.state.last_apply_ok = now, res.status in GOOD
         if res.status is HostStatus.APPLIED:
             self.conflicts.wrote(keys)
-        self.log("enforce", keys, tx=res.tx, reason=res.message, result=result,
-                 ok=res.status in GOOD)
+        self.log("enforce", [c.target for c in chosen], tx=res.tx, reason=res.message,
+                 result=result, ok=res.status in GOOD)
+
+    def doctor_done(self, hd: Any) -> None:  # a netfix.doctor.run.HostDoctor
+        """Keep a doctor run's metrics for /metrics, and log what it found."""
+        from netfix.doctor import report as doctor_report
+        from netfix.doctor import run as doctor
+
+        text = doctor_report.prometheus(doctor.DoctorReport([hd]))
+        with self.lock:
+            self.doctor_text = text
+        by = {}
+        for f in hd.findings:
+            by[str(f.severity)] = by.get(str(f.severity), 0) + 1
+        self.log("doctor", [f.code for f in hd.findings], reason=hd.error or "",
+                 findings=by, seconds=round(hd.duration, 3))
 
     # ------------------------------------------------------------------ reporting
 
@@ -275,7 +293,8 @@ class Agent:
             s = replace(self.state, actions=dict(self.state.actions),
                         events=dict(self.state.events), held=dict(self.state.held))
             conflicts = list(self.conflicts.found.values())
-        return metrics_text(self.host, self.options, s, conflicts, self.clock())
+            doctor_text = self.doctor_text
+        return metrics_text(self.host, self.options, s, conflicts, self.clock()) + doctor_text
 
 
 AGENT_METRICS: dict[str, tuple[str, str]] = {
@@ -445,6 +464,23 @@ def watch_kube_proxy(wake: Wake, stopped: threading.Event, every: float = 1.0) -
     threading.Thread(target=run, name="netfix-agent-kube-proxy", daemon=True).start()
 
 
+DOCTOR_WINDOW = 5.0  # seconds between the doctor's two counter samples (its default)
+
+
+def watch_doctor(agent: Agent, host: Host, every: float, stopped: threading.Event) -> None:
+    """Run the doctor (read-only, one local round trip of about DOCTOR_WINDOW seconds)
+    every `every` seconds, first at start, for its findings in /metrics."""
+    from netfix.doctor import run as doctor
+
+    def run() -> None:
+        while not stopped.is_set():
+            agent.doctor_done(doctor.check_host(host, DOCTOR_WINDOW))
+            if stopped.wait(every):
+                return
+
+    threading.Thread(target=run, name="netfix-agent-doctor", daemon=True).start()
+
+
 # ----------------------------------------------------------------------- HTTP
 
 
@@ -501,6 +537,8 @@ def run(options: Options, listen: str | None = None, host_name: str | None = Non
     server = serve(agent, listen) if listen else None
     links = watch_links(wake, stopped)
     watch_kube_proxy(wake, stopped)
+    if options.doctor_every:
+        watch_doctor(agent, host, options.doctor_every, stopped)
     agent.log("start", reason=f"mode {options.mode}, profile {options.profile}, every "
               f"{options.interval:g}s", listen=listen, links=links is not None)
     why, next_plan = "start", 0.0

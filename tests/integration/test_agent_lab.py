@@ -1,6 +1,7 @@
 """`netfix agent` running inside netns lab nodes (entered with nsenter, as the node's own
 root, through the local transport): observe changes nothing while /metrics (scraped from
-the host at the node's lab address, checked by promtool) reports the drift; enforce puts a
+the host at the node's lab address, checked by promtool) reports the drift and the
+doctor's findings; enforce puts a
 hand edit back within one interval as a journaled transaction, holds a disruptive change,
 turns the third set-back by a fake writer into a conflict and leaves that key alone while
 still enforcing another; an interface added with `ip link add` and a kube-proxy start each
@@ -181,8 +182,10 @@ def test_observe_changes_nothing_while_metrics_report_the_drift(lab, tmp_path):
     prof = tmp_path / "agent.yaml"
     prof.write_text(PROFILE)
     before, txs = state(lab, "node2"), history(lab, "node2")
-    with running(lab, "node2", tmp_path, "--profile", str(prof), "--interval", "1") as agent:
-        time.sleep(3.5)  # several intervals
+    with running(lab, "node2", tmp_path, "--profile", str(prof), "--interval", "1",
+                 "--doctor-every", "600") as agent:
+        doctor = agent.wait_for(lambda e: e["event"] == "doctor", 15, "the doctor's run")
+        assert doctor["reason"] == "", doctor  # the node could be checked
         status, text = agent.get("/metrics")
         assert status == 200
         assert agent.get("/healthz") == (200, "ok\n")
@@ -200,6 +203,8 @@ def test_observe_changes_nothing_while_metrics_report_the_drift(lab, tmp_path):
     pending = fams["netfix_agent_pending_changes"].samples[0].value
     held = {s.labels["reason"]: s.value for s in fams["netfix_agent_held_changes"].samples}
     assert pending >= 4 and held["disruptive"] == 1  # eth1 mtu
+    assert {s.labels["severity"] for s in fams["netfix_doctor_findings"].samples} == \
+        {"critical", "warning", "info"}
     p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                        text=True)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -213,7 +218,7 @@ def test_enforce_restores_holds_disruptive_and_stops_fighting(lab, tmp_path):
     writer_pid = tmp_path / "writer.pid"
     try:
         with running(lab, node, tmp_path, "--profile", str(prof), "--mode", "enforce",
-                     "--interval", "2") as agent:
+                     "--interval", "2", "--doctor-every", "0") as agent:
             first = agent.wait_for(lambda e: e["event"] == "enforce", 10, "first enforce")
             assert first["result"] == "applied" and first["tx"], first
             assert "eth1 mtu" not in first["keys"]
@@ -289,7 +294,7 @@ def test_new_interface_and_kube_proxy_start_trigger_a_plan_at_once(lab, tmp_path
         # Converged first, so the agent's start has nothing to apply.
         lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", node)
         with running(lab, node, tmp_path, "--profile", str(prof), "--mode", "enforce",
-                     "--interval", "60") as agent:
+                     "--interval", "60", "--doctor-every", "0") as agent:
             assert agent.events()[1]["pending"] == 0
             t0 = time.time()
             lab.sh(node, "ip link add vag0 type veth peer name vag1")

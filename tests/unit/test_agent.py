@@ -356,3 +356,21 @@ def test_dashboard_is_valid_json_and_its_queries_parse(tmp_path):
     p = subprocess.run([tool, "check", "rules", str(f)], capture_output=True, text=True)
     assert p.returncode == 0 and f"SUCCESS: {len(rules)} rules found" in p.stdout, \
         p.stdout + p.stderr
+
+
+def test_doctor_findings_join_the_metrics_and_the_log():
+    from netfix.doctor import Finding, Severity
+    from netfix.doctor.run import HostDoctor
+
+    node = Node(change("a"))
+    agent, out = make(node, Clock(), mode=ag.Mode.OBSERVE)
+    agent.cycle()
+    hd = HostDoctor("n1", [Finding("conntrack-full", Severity.CRITICAL, "conntrack",
+                                   "table full", "drops")], checked_at=1000.0)
+    agent.doctor_done(hd)
+    fams = parse(agent.metrics())
+    assert sample(fams, "netfix_doctor_findings", host="n1", severity="critical") == 1
+    assert sample(fams, "netfix_agent_pending_changes") == 1  # both in one exposition
+    logged = events(out)[-1]
+    assert logged["event"] == "doctor" and logged["findings"] == {"critical": 1}
+    assert logged["keys"] == ["conntrack-full"]
