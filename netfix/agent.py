@@ -283,10 +283,8 @@ class Agent:
     # ------------------------------------------------------------------ reporting
 
     def healthy(self) -> bool:
-        """The last plan succeeded within three intervals."""
         with self.lock:
-            last = self.state.last_success
-        return bool(last) and self.clock() - last <= 3 * self.options.interval
+            return fresh(self.state, self.options, self.clock())
 
     def metrics(self) -> str:
         with self.lock:
@@ -327,6 +325,11 @@ AGENT_METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+def fresh(s: State, options: Options, now: float) -> bool:
+    """Healthy: the last plan succeeded within three intervals."""
+    return bool(s.last_success) and now - s.last_success <= 3 * options.interval
+
+
 def metrics_text(host: str, options: Options, s: State, conflicts: list[Conflict],
                  now: float) -> str:
     """Prometheus text: the drift families of `netfix drift` (report.prometheus) and the
@@ -339,8 +342,7 @@ def metrics_text(host: str, options: Options, s: State, conflicts: list[Conflict
 
     put("netfix_agent_info", 1, mode=str(options.mode), profile=options.profile,
         version=__version__)
-    put("netfix_agent_healthy", int(bool(s.last_success)
-                                    and now - s.last_success <= 3 * options.interval))
+    put("netfix_agent_healthy", int(fresh(s, options, now)))
     put("netfix_agent_interval_seconds", f"{options.interval:g}")
     put("netfix_agent_errors_total", s.errors)
     for result, n in sorted(s.actions.items()):
@@ -510,8 +512,13 @@ def serve(agent: Agent, listen: str) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:  # stdout carries the JSON log only
             pass
 
-    server = ThreadingHTTPServer((addr.strip("[]") or "0.0.0.0", int(port)), Handler)
-    server.daemon_threads = True
+    host = addr.strip("[]") or "0.0.0.0"
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+
+    server = Server((host, int(port)), Handler)
     threading.Thread(target=server.serve_forever, name="netfix-agent-http",
                      daemon=True).start()
     return server
@@ -546,7 +553,10 @@ def run(options: Options, listen: str | None = None, host_name: str | None = Non
         while not stopped.is_set():
             deferred = agent.cycle(why)
             if options.textfile:
-                atomic_write(options.textfile, agent.metrics().encode())
+                try:
+                    atomic_write(options.textfile, agent.metrics().encode())
+                except OSError as e:  # a full or read-only disk: report, keep the loop
+                    agent.log("error", reason=f"cannot write {options.textfile}: {e}")
             now = time.time()
             next_plan = min(now + options.interval, deferred or now + options.interval)
             reasons = wake.wait(next_plan - time.time())

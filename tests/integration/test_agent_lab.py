@@ -182,8 +182,9 @@ def test_observe_changes_nothing_while_metrics_report_the_drift(lab, tmp_path):
     prof = tmp_path / "agent.yaml"
     prof.write_text(PROFILE)
     before, txs = state(lab, "node2"), history(lab, "node2")
+    textfile = tmp_path / "textfile" / "netfix-agent.prom"
     with running(lab, "node2", tmp_path, "--profile", str(prof), "--interval", "1",
-                 "--doctor-every", "600") as agent:
+                 "--doctor-every", "600", "--textfile", str(textfile)) as agent:
         doctor = agent.wait_for(lambda e: e["event"] == "doctor", 15, "the doctor's run")
         assert doctor["reason"] == "", doctor  # the node could be checked
         status, text = agent.get("/metrics")
@@ -205,9 +206,12 @@ def test_observe_changes_nothing_while_metrics_report_the_drift(lab, tmp_path):
     assert pending >= 4 and held["disruptive"] == 1  # eth1 mtu
     assert {s.labels["severity"] for s in fams["netfix_doctor_findings"].samples} == \
         {"critical", "warning", "info"}
-    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                       text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+    for exposition in (text, textfile.read_text()):
+        p = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    written = metrics(textfile.read_text())  # the last round's, written atomically
+    assert written["netfix_agent_pending_changes"].samples[0].value == pending
 
 
 def test_enforce_restores_holds_disruptive_and_stops_fighting(lab, tmp_path):
@@ -228,19 +232,19 @@ def test_enforce_restores_holds_disruptive_and_stops_fighting(lab, tmp_path):
 
             # A hand edit is back within one interval, as a transaction in the journal.
             time.sleep(1)
-            lab.sh(node, "sysctl -q -w net.ipv4.tcp_synack_retries=5")
+            lab.sh(node, "sysctl -q -w net.core.somaxconn=128")
             t0 = time.time()
             fixed = agent.wait_for(lambda e: e["event"] == "enforce" and e["ts"] > t0
-                                   and "net.ipv4.tcp_synack_retries" in e["keys"], 4.0,
+                                   and e["keys"] == ["net.core.somaxconn"], 4.0,
                                    "the hand edit put back")
             back = fixed["ts"] - t0
-            assert lab.sysctl(node, "net.ipv4.tcp_synack_retries") == "3"
+            assert lab.sysctl(node, "net.core.somaxconn") == "8192"
             assert back <= 2.0 + 1.0, back  # one interval, plus a plan's run time
             assert fixed["tx"] in {t["id"] for t in history(lab, node)}
             print(f"\nhand edit put back after {back:.2f}s (interval 2s)")
 
-            # A fake writer sets the key back again and again: the third set-back (the hand
-            # edit was the first) is a conflict.
+            # A fake writer sets another key back again and again: its third set-back is a
+            # conflict.
             lab.sh(node, f"sh -c 'echo $$ > {writer_pid}; while :; do "
                    "sysctl -q -w net.ipv4.tcp_synack_retries=5; sleep 0.3; done' "
                    ">/dev/null 2>&1 &")
@@ -251,12 +255,11 @@ def test_enforce_restores_holds_disruptive_and_stops_fighting(lab, tmp_path):
             writer_pid.unlink()
             enforced = [e for e in agent.events() if e["event"] == "enforce"
                         and "net.ipv4.tcp_synack_retries" in e["keys"]]
-            # The hand edit was set-back 1, the writer's first two writes 2 and 3: applied
-            # at start, after the hand edit and after the writer's first write only.
+            # Applied at start and after the writer's first and second set-backs only.
             assert len(enforced) == 3, enforced
 
             # Left alone now, while another key is still enforced.
-            lab.sh(node, "sysctl -q -w net.core.somaxconn=128")
+            lab.sh(node, "sysctl -q -w net.core.somaxconn=100")
             t1 = time.time()
             agent.wait_for(lambda e: e["event"] == "enforce" and e["ts"] > t1
                            and e["keys"] == ["net.core.somaxconn"], 5, "somaxconn put back")
