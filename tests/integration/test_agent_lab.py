@@ -5,7 +5,7 @@ doctor's findings; enforce puts a
 hand edit back within one interval as a journaled transaction, holds a disruptive change,
 turns the third set-back by a fake writer into a conflict and leaves that key alone while
 still enforcing another; an interface added with `ip link add` and a kube-proxy start each
-trigger a plan without waiting for the timer.
+trigger a plan without waiting for the timer, and --allow-disruptive lets an MTU through.
 
 The agent runs on the system python3 with this worktree and its venv's site-packages on
 PYTHONPATH: the venv's interpreter lives under /root/.pyenv, and /root is private inside
@@ -60,6 +60,7 @@ nic:
   interfaces:
     - match: {name: "vag*"}
       txqueuelen: 3000
+      mtu: 1400
 """
 
 
@@ -297,16 +298,17 @@ def test_new_interface_and_kube_proxy_start_trigger_a_plan_at_once(lab, tmp_path
         # Converged first, so the agent's start has nothing to apply.
         lab.netfix("apply", "--yes", "--profile", str(prof), "--limit", node)
         with running(lab, node, tmp_path, "--profile", str(prof), "--mode", "enforce",
-                     "--interval", "60", "--doctor-every", "0") as agent:
+                     "--interval", "60", "--doctor-every", "0", "--allow-disruptive") as agent:
             assert agent.events()[1]["pending"] == 0
             t0 = time.time()
             lab.sh(node, "ip link add vag0 type veth peer name vag1")
             plan = agent.wait_for(lambda e: e["event"] == "plan" and "link" in e["reason"]
                                   and "vag0 txqueuelen" in e["keys"], 5, "a link plan")
             enforce = agent.wait_for(lambda e: e["event"] == "enforce", 5, "enforce")
-            assert {"vag0 txqueuelen", "vag1 txqueuelen"} <= set(enforce["keys"])
+            assert {"vag0 txqueuelen", "vag1 txqueuelen", "vag0 mtu"} <= set(enforce["keys"])
             assert enforce["result"] == "applied"
-            assert '"txqlen":3000' in lab.sh(node, "ip -j link show vag0")
+            link = json.loads(lab.sh(node, "ip -j link show vag0"))[0]
+            assert (link["txqlen"], link["mtu"]) == (3000, 1400)  # mtu: --allow-disruptive
             reaction, applied = plan["ts"] - t0, enforce["ts"] - t0
             print(f"\nip link add -> plan {reaction:.2f}s, -> enforce logged {applied:.2f}s "
                   "(timer 60s)")
