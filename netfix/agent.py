@@ -167,7 +167,7 @@ def why_not(change: Change, options: Options, conflicts: Conflicts) -> str | Non
 
 @dataclass
 class State:
-    """What /metrics and /healthz report; replaced whole under Agent.lock."""
+    """What /metrics and /healthz report; changed only under Agent.lock."""
 
     snapshot: Snapshot | None = None
     last_plan: float = 0.0
