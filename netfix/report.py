@@ -177,9 +177,18 @@ def _help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _sample(name: str, labels: dict[str, str], value: float | int) -> str:
+def sample(name: str, labels: dict[str, str], value: float | int | str) -> str:
+    """One exposition-format sample line (no timestamp: the textfile collector rejects them)."""
     body = ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items())
     return f"{name}{{{body}}} {value}"
+
+
+_sample = sample  # the name netfix/doctor/report.py imports
+
+
+def family(name: str, kind: str, text: str, samples: list[str]) -> list[str]:
+    """A metric family's lines: HELP, TYPE (gauge, counter), then its samples."""
+    return [f"# HELP {name} {_help(text)}", f"# TYPE {name} {kind}", *samples]
 
 
 def prometheus(report: DriftReport) -> str:
@@ -194,18 +203,18 @@ def prometheus(report: DriftReport) -> str:
             if key in seen:
                 continue
             seen.add(key)
-            samples["netfix_drift"].append(_sample(
+            samples["netfix_drift"].append(sample(
                 "netfix_drift", {**host, "knob": i.knob, "target": i.target, "kind": i.kind}, 1))
         if not h.error:  # unknown is not zero: a failed check must not read as "no drift"
-            samples["netfix_drift_items"].append(_sample("netfix_drift_items", host,
+            samples["netfix_drift_items"].append(sample("netfix_drift_items", host,
                                                          len(h.items)))
-        samples["netfix_check_success"].append(_sample("netfix_check_success", host,
+        samples["netfix_check_success"].append(sample("netfix_check_success", host,
                                                        0 if h.error else 1))
-        samples["netfix_last_check_timestamp_seconds"].append(_sample(
+        samples["netfix_last_check_timestamp_seconds"].append(sample(
             "netfix_last_check_timestamp_seconds", host, f"{h.checked_at:.3f}"))
     out = []
     for name, text in METRICS.items():
-        out += [f"# HELP {name} {_help(text)}", f"# TYPE {name} gauge", *samples[name]]
+        out += family(name, "gauge", text, samples[name])
     return "\n".join(out) + "\n"
 
 

@@ -23,6 +23,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# promtool (checks the agent's alert rules, dashboard queries and /metrics) comes with
+# Debian's prometheus server package. Installing it must not start that server: without
+# a policy-rc.d, invoke-rc.d would run its init script on a machine without systemd.
+if ! command -v promtool >/dev/null; then
+  echo "setup: apt-get install prometheus (for promtool; its service is not started)"
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# netfix setup: no service starts while promtool is installed\nexit 101\n' \
+      > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
 # Conntrack sysctls exist only once the module is loaded (built in on some kernels).
 modprobe nf_conntrack 2>/dev/null || true
 
