@@ -184,3 +184,81 @@ def test_the_appliers_really_differ_on_these_trees():
     lo = RP.format("lo")
     assert (APPLIED["same-value-reassigned", sd][lo],
             APPLIED["same-value-reassigned", pp][lo]) == ("2", "1")
+
+
+# --------------------------------------------------------------------------- kubelet
+# A fake kubelet (a sh script named kubelet: its /proc/PID/comm is "kubelet") runs in a
+# lab node with real flags and a real KubeletConfiguration file. Only the plan is looked
+# at: vm.* and kernel.* are host-global, read-only in a node, and never written by a
+# test (apply's refusal of error rows is tests/unit/test_writer_kubelet.py).
+
+KUBELET_CONFIG = """\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+protectKernelDefaults: {protect}
+"""
+
+
+@pytest.fixture
+def fake_kubelet(lab):
+    """start(protect, *flags) -> runs the fake kubelet in node2; stopped by pid after."""
+    exe = lab.dir / "kubelet"
+    exe.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")  # killed by pid: gone in 1 s
+    exe.chmod(0o755)
+    pids = []
+
+    def start(protect: bool, *flags: str) -> None:
+        conf = KUBELET_CONFIG.format(protect=str(protect).lower())
+        lab.sh("node2", f"mkdir -p /etc/kubernetes && printf %s {shlex.quote(conf)} > "
+               "/etc/kubernetes/kubelet-config.yaml")
+        args = " ".join(shlex.quote(a) for a in
+                        ("--config=/etc/kubernetes/kubelet-config.yaml", "--v=2", *flags))
+        pids.append(lab.sh("node2", f"setsid {exe} {args} >/dev/null 2>&1 < /dev/null & "
+                                    "echo $!").strip())
+
+    yield start
+    for pid in pids:
+        lab.sh("node2", f"kill {pid} 2>/dev/null; true")
+    lab.sh("node2", "rm -rf /etc/kubernetes")
+
+
+def _kubelet_rows(lab, tmp_path) -> dict[str, dict]:
+    profile = tmp_path / "kubelet.yaml"
+    profile.write_text("description: kubelet test\nsysctl:\n  vm.overcommit_memory: 2\n"
+                       "  kernel.panic: 10\n  net.core.somaxconn: 4096\n")
+    plan = lab.plan_json("--profile", str(profile), "--limit", "node2")
+    return {c["target"]: c for c in plan["hosts"][0]["changes"]}
+
+
+def test_protected_kubelet_makes_the_plan_an_error_row(lab, fake_kubelet, tmp_path):
+    host_value = Path("/proc/sys/vm/overcommit_memory").read_text()
+    fake_kubelet(True)
+    rows = _kubelet_rows(lab, tmp_path)
+    om = rows["vm.overcommit_memory"]
+    assert "error" in om["flags"], om
+    assert {"code": "error", "detail": "kubelet"}.items() <= \
+        next(r for r in om["reasons"] if r["code"] == "error").items()
+    assert "/etc/kubernetes/kubelet-config.yaml: protectKernelDefaults: true" in \
+        " ".join(om["notes"])
+    assert {"name": "kubelet", "when": "start", "value": None}.items() <= \
+        next(w for w in om["writers"] if w["name"] == "kubelet").items()
+    assert "error" not in rows["kernel.panic"]["flags"]  # the value kubelet requires
+    assert not any(w["name"] == "kubelet" for w in rows["net.core.somaxconn"]["writers"])
+    assert Path("/proc/sys/vm/overcommit_memory").read_text() == host_value
+
+
+def test_unprotected_kubelet_is_another_writer_not_an_error(lab, fake_kubelet, tmp_path):
+    fake_kubelet(True, "--protect-kernel-defaults=false")  # the flag beats the file
+    om = _kubelet_rows(lab, tmp_path)["vm.overcommit_memory"]
+    assert "error" not in om["flags"] and "other-writer" in om["flags"], om
+    assert om["wins"] == "kubelet"
+    assert "flag --protect-kernel-defaults=false" in " ".join(om["notes"])
