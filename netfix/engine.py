@@ -356,6 +356,11 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
                                   "change(s) on the interface carrying netfix's SSH session; "
                                   "nothing was changed: rerun with --allow-disruptive to make "
                                   "them anyway", None, risky)
+            errors = plan_errors(hp)
+            if errors:
+                return HostResult(host.name, HostStatus.REFUSED, False, f"{len(errors)} change(s) "
+                                  "the plan marks as errors; nothing was changed: fix the "
+                                  "profile for this node and plan again", None, errors)
             steps = [Step(**asdict(op), knob=c.knob, target=c.target)
                      for c in hp.pending for op in c.ops]
             if not steps:
@@ -422,6 +427,15 @@ def first_difference(saved: HostPlan, fresh: HostPlan) -> str | None:
 def _clip(value: object, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def plan_errors(hp: HostPlan) -> list[str]:
+    """Pending changes flagged `error` (e.g. kubelet with protectKernelDefaults would refuse
+    to start): apply never makes a change its own plan calls an error."""
+    from netfix.plan import Code
+
+    return [f"{c.knob} {c.target}: {c.reason(Code.ERROR).message}" for c in hp.pending
+            if Code.ERROR in c.flags]
 
 
 def cuts_off_ssh(hp: HostPlan) -> list[str]:

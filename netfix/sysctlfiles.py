@@ -11,10 +11,19 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from netfix import sh
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.plan import NOT_SETTABLE, OK, SHADOWED, SKIP, UPDATE, Change, Op
-from netfix.sysctld import SYSCTL_CONF, SYSCTL_DIRS, effective
+from netfix.plan import NOT_SETTABLE, OK, SHADOWED, SKIP, UPDATE, Change, Op, When, Writer
+from netfix.sysctld import (
+    SYSCTL_CONF,
+    SYSCTL_DIRS,
+    Applier,
+    BootApplier,
+    BootValue,
+    boot_values,
+    detect,
+)
 from netfix.util import norm, sysctl_path
 
 # The note on a key the node does not have (a knob that knows why says more).
@@ -22,8 +31,13 @@ ABSENT_NOTE = ("not settable here: key absent on this node (module not loaded, o
                "this network namespace)")
 
 
+# The fact snippet that tells which applier the node boots with (netfix.sysctld.detect).
+BOOT_SCRIPT = "sysctl-boot"
+
+
 def persist_needs(keys: set[str], persist_path: str) -> Needs:
-    return Needs(sysctls=set(keys), files={persist_path, SYSCTL_CONF}, dirs=set(SYSCTL_DIRS))
+    return Needs(sysctls=set(keys), files={persist_path, SYSCTL_CONF}, dirs=set(SYSCTL_DIRS),
+                 scripts={BOOT_SCRIPT: sh.render("sysctl-boot.sh", NF_DIRS=SYSCTL_DIRS)})
 
 
 def resolve(want: str, current: str | None) -> tuple[str | None, str | None]:
@@ -76,16 +90,41 @@ def sysctl_changes(
     content = render_conf(persist, ctx, comments) if persist else None
     changes.append(file_change(knob, persist_path, facts.files.get(persist_path), content))
 
-    boot = effective(facts.dirs, facts.files.get(SYSCTL_CONF), {persist_path: content})
+    boot = detect(facts.scripts.get(BOOT_SCRIPT, ""))
+    if content is not None:
+        changes[-1].notes.append(f"applied at boot by {boot.applier}: {boot.why}")
+    values = boot_values(boot.applier, facts.dirs, facts.files.get(SYSCTL_CONF),
+                         {persist_path: content}, set(persist))
     for change in changes:
-        if change.target not in persist:
-            continue
-        value, source = boot.get(change.target, (None, None))
-        change.boot = value
-        if source != persist_path:
-            change.flag(SHADOWED, source or "", f"shadowed at boot by {source} (sets {value}): "
-                        f"it sorts after {persist_path}; remove the key there or rename")
+        if change.target in persist:
+            _boot(change, values[change.target], boot, persist_path)
     return changes
+
+
+def _boot(change: Change, found: BootValue, boot: BootApplier, persist_path: str) -> None:
+    """The applier's value at boot, as a Writer, and `shadowed` where it is not netfix's."""
+    change.boot = found.value
+    ours = found.value == change.desired
+    change.writers.append(Writer(str(boot.applier), When.BOOT, found.value, boot.version,
+                                 found.source or persist_path, wins=not ours))
+    change.wins = "netfix" if ours else str(boot.applier)
+    if ours:
+        return
+    src = found.source
+    link = boot.link(src)
+    via = f" (a symlink to {link})" if link else ""
+    if found.value is None:
+        change.flag(SHADOWED, src, f"not set at boot: {src}{via} has `-{change.target}` "
+                    f"after {persist_path}, which drops netfix's line ({boot.applier}); "
+                    "remove it there")
+    elif src == SYSCTL_CONF and boot.applier is Applier.PROCPS:
+        change.flag(SHADOWED, src, f"shadowed at boot by {src} (sets {found.value}): procps "
+                    f"`sysctl --system` applies {SYSCTL_CONF} after every sysctl.d file; "
+                    "remove the key there")
+    else:
+        change.flag(SHADOWED, src, f"shadowed at boot by {src} (sets {found.value}){via}: "
+                    f"{boot.applier} reads it after {persist_path}; remove the key there "
+                    "or rename")
 
 
 def render_conf(values: dict[str, str], ctx: Context, comments: dict[str, str] | None) -> bytes:

@@ -547,3 +547,36 @@ def test_doctor_reports_a_memory_cgroup_oom_kill(vm):
     assert oom["severity"] == "warning" and rc == 2
     DOCTOR["oom"] = oom["summary"]
     print(f"\ndoctor on the VM: {json.dumps(DOCTOR)}")
+
+
+# ------------------------------------------------------------------ boot applier (issue 14)
+# systemd-sysctl on a real systemd node: detected (pid 1 is systemd), and its file order
+# (/etc/sysctl.conf read only through Debian's 99-sysctl.conf symlink) is what a reboot
+# really leaves, as the plan predicted.
+
+def test_boot_applier_is_systemd_sysctl_and_a_reboot_keeps_its_order(vm, tmp_path):
+    """Invariant: after a reboot each key holds the plan's `boot` value: 99-zz.conf beats
+    /etc/sysctl.conf (read as 99-sysctl.conf, before it), and sysctl.conf beats netfix's
+    90-netfix.conf. Restored after: the files, and netfix's transaction rolled back."""
+    ka, fin = "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout"
+    assert vm.sh("readlink /etc/sysctl.d/99-sysctl.conf").strip() == "../sysctl.conf"
+    saved = vm.sh("base64 -w0 /etc/sysctl.conf").strip()
+    profile = tmp_path / "boot.yaml"
+    profile.write_text(f"description: boot applier on the VM\nextends: {PROFILE}\n"
+                       f"sysctl:\n  {fin}: 30\n  {ka}: 3000\n")
+    vm.sh(f"printf '{ka} = 2222\\n' > /etc/sysctl.d/99-zz.conf && "
+          f"printf '{ka} = 1111\\n{fin} = 11\\n' >> /etc/sysctl.conf")
+    try:
+        ch = vm.plan("--profile", str(profile))
+        assert [w["name"] for w in ch[ka]["writers"]][:1] == ["systemd-sysctl"], ch[ka]
+        assert (ch[ka]["boot"], ch[fin]["boot"]) == ("2222", "11")
+        shadow = {k: next(r["detail"] for r in ch[k]["reasons"] if r["code"] == "shadowed")
+                  for k in (ka, fin)}
+        assert shadow == {ka: "/etc/sysctl.d/99-zz.conf", fin: "/etc/sysctl.d/99-sysctl.conf"}
+        vm.netfix("apply", "--yes", "--profile", str(profile), "--allow-disruptive")
+        assert vm.sysctls([ka, fin]) == {ka: "3000", fin: "30"}
+        vm.reboot()
+        assert vm.sysctls([ka, fin]) == {ka: "2222", fin: "11"}
+    finally:
+        vm.sh(f"rm -f /etc/sysctl.d/99-zz.conf; echo {saved} | base64 -d > /etc/sysctl.conf")
+        vm.netfix("rollback", "--yes", "--force", check_rc=None)

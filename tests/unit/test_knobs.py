@@ -7,7 +7,6 @@ import base64
 from netfix.facts import DirEntry, Facts, Value, parse
 from netfix.knobs import Context, conntrack, sysctl
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SHADOWED, SKIP, UPDATE
-from netfix.sysctld import effective, parse_conf
 from netfix.sysctlfiles import resolve
 from netfix.util import normalize_key, sysctl_path
 
@@ -78,20 +77,6 @@ def test_shadowed_by_later_sorting_file():
     c = ch["net.core.somaxconn"]
     assert SHADOWED in c.flags and c.boot == "1024"
     assert "/etc/sysctl.d/99-kubespray.conf" in c.notes[0]
-
-
-def test_effective_order_masking_and_sysctl_conf():
-    dirs = {
-        "/etc/sysctl.d": {"50-a.conf": DirEntry(None, masked=True),
-                          "60-b.conf": DirEntry(b"x.y=1")},
-        "/usr/lib/sysctl.d": {"50-a.conf": DirEntry(b"x.y=9\nx.z = 3"), "70-c.conf":
-                              DirEntry(b"# c\n; d\nx/w/v = 5\n")},
-    }
-    eff = effective(dirs, b"x.y = 7\n", {"/etc/sysctl.d/90-netfix.conf": b"x.z=4\n"})
-    assert eff["x.y"] == ("7", "/etc/sysctl.conf")
-    assert eff["x.z"] == ("4", "/etc/sysctl.d/90-netfix.conf")  # 50-a masked in /etc
-    assert eff["x.w.v"] == ("5", "/usr/lib/sysctl.d/70-c.conf")
-    assert parse_conf(b"-net.core.x = 1 2\tthree\nbad line\n") == {"net.core.x": "1 2 three"}
 
 
 def test_conntrack_auto_max_and_buckets():
