@@ -1,0 +1,127 @@
+"""Other writers on real lab nodes: a TuneD setup in TuneD's real configuration format
+(active_profile, tuned-main.conf, a profile with include= across both profile-dir
+layouts, [sysctl] and [net]) with a `tuned` process, and a `cilium-agent` process; netfix
+plans through real SSH and its fact script finds them in the node's own /proc and /etc.
+
+The processes are stand-ins (a shell script of that name sleeping): what the models read
+is a process's name and the node's files, which are real. Each test removes what it
+added, and kills what it started by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+NODE = "node1"
+PROFILE = """description: writers lab test
+sysctl:
+  net.core.somaxconn: 4096
+  net.ipv4.conf.all.rp_filter: 1
+  net.ipv4.ip_forward: 1
+"""
+TUNED_MAIN = "# tuned-main.conf\ndaemon = 1\ndynamic_tuning = 0\nreapply_sysctl = {}\n"
+# The active profile in the newer layout (/etc/tuned/profiles) includes one in the older
+# one (/etc/tuned/<name>), as a site profile built on a shipped one does.
+CHILD = """[main]
+summary=netfix lab node
+include=netfix-lab-base
+
+[sysctl]
+net.core.somaxconn=2048
+
+[net]
+type=net
+devices=nomatch*
+ring=rx 2048 tx 2048
+"""
+BASE = """[main]
+summary=netfix lab base
+
+[sysctl]
+net.core.somaxconn=512
+net.ipv4.tcp_max_syn_backlog=1024
+"""
+
+
+@contextmanager
+def fake_process(lab, name: str, *args: str):
+    """A process named `name` in the node (a script of that name sleeping)."""
+    exe = lab.dir / name
+    exe.write_text("#!/bin/sh\nsleep 300\n")
+    exe.chmod(0o755)
+    pid = lab.sh(NODE, f"setsid {exe} {' '.join(args)} >/dev/null 2>&1 </dev/null & "
+                 "echo $!").strip()
+    try:
+        assert lab.sh(NODE, f"cat /proc/{pid}/comm").strip() == name[:15]
+        yield int(pid)
+    finally:
+        lab.sh(NODE, f"kill {pid}", check=False)
+        exe.unlink()
+
+
+def plan_rows(lab, tmp_path: Path) -> dict[str, dict]:
+    prof = tmp_path / "writers.yaml"
+    prof.write_text(PROFILE)
+    out = lab.netfix("plan", "--json", "--profile", str(prof), "--limit", NODE,
+                     check_rc=None).stdout
+    host = next(h for h in json.loads(out)["hosts"] if h["host"] == NODE)
+    assert not host["error"], host["error"]
+    return {c["target"]: c for c in host["changes"]}
+
+
+@pytest.fixture
+def tuned_files(lab):
+    lab.sh(NODE, "mkdir -p /etc/tuned/profiles/netfix-lab /etc/tuned/netfix-lab-base && "
+           "echo netfix-lab > /etc/tuned/active_profile")
+    lab.sh(NODE, f"cat > /etc/tuned/profiles/netfix-lab/tuned.conf <<'X'\n{CHILD}X")
+    lab.sh(NODE, f"cat > /etc/tuned/netfix-lab-base/tuned.conf <<'X'\n{BASE}X")
+    try:
+        yield
+    finally:
+        lab.sh(NODE, "rm -rf /etc/tuned")
+
+
+def test_tuned_reapply_1_netfix_wins_reapply_0_tuned_does(lab, tmp_path, tuned_files):
+    """Invariant: other-writer tuned only where TuneD's value really stays live (reapply
+    off and a different value); with reapply on, netfix's sysctl.d file wins."""
+    lab.sh(NODE, f"cat > /etc/tuned/tuned-main.conf <<'X'\n{TUNED_MAIN.format(1)}X")
+    # Without the daemon, nothing: files alone do not write anything.
+    som = plan_rows(lab, tmp_path)["net.core.somaxconn"]
+    assert not som["writers"], som
+    with fake_process(lab, "tuned", "-l", "-P") as pid:
+        som = plan_rows(lab, tmp_path)["net.core.somaxconn"]
+        assert som["wins"] == "netfix" and "other-writer" not in som["flags"], som
+        (w,) = som["writers"]
+        # the child's value, not the included base's
+        assert (w["name"], w["when"], w["value"], w["wins"]) == ("tuned", "start", "2048", False)
+        assert w["source"] == "/etc/tuned/profiles/netfix-lab/tuned.conf [sysctl]"
+        assert f"pid {pid}" in " ".join(som["notes"])
+
+        lab.sh(NODE, f"cat > /etc/tuned/tuned-main.conf <<'X'\n{TUNED_MAIN.format(0)}X")
+        rows = plan_rows(lab, tmp_path)
+        som = rows["net.core.somaxconn"]
+        assert som["wins"] == "tuned" and "other-writer" in som["flags"], som
+        other = next(r for r in som["reasons"] if r["code"] == "other-writer")
+        assert other["detail"] == "tuned"
+        assert "/etc/tuned/profiles/netfix-lab/tuned.conf" in other["message"]
+        assert "reapply_sysctl=0" in other["message"]
+        # a key TuneD does not set has no TuneD writer
+        assert not rows["net.ipv4.ip_forward"]["writers"]
+
+
+def test_cilium_agent_owns_rp_filter_all(lab, tmp_path):
+    with fake_process(lab, "cilium-agent", "--config-dir=/tmp/cilium/config-map") as pid:
+        rows = plan_rows(lab, tmp_path)
+        rp = rows["net.ipv4.conf.all.rp_filter"]
+        assert rp["wins"] == "cilium" and "other-writer" in rp["flags"], rp
+        assert rp["writers"][0]["value"] == "0" and f"pid {pid}" in rp["writers"][0]["source"]
+        fwd = rows["net.ipv4.ip_forward"]
+        assert fwd["wins"] == "netfix" and "other-writer" not in fwd["flags"], fwd
+    rp = plan_rows(lab, tmp_path)["net.ipv4.conf.all.rp_filter"]
+    assert not rp["writers"] and "other-writer" not in rp["flags"]
