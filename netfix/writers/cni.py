@@ -6,7 +6,9 @@ What each writes, read from its source (docs/writers.md, "CNI agents", cites the
   of `all` and the device), fib_multipath_use_neigh=1, kernel.unprivileged_bpf_disabled=1,
   kernel.timer_migration=0, net.core.bpf_jit_enable=1; on its own devices (bpf/init.sh
   `setup_dev`: cilium_host, cilium_net) forwarding=1, rp_filter=0, accept_local=1,
-  send_redirects=0; forwarding on (net.ipv4.ip_forward=1, `enableIPForwarding`).
+  send_redirects=0; forwarding on (pkg/datapath/iptables `enableIPForwarding`:
+  net.ipv4.ip_forward, net.ipv4.conf.all.forwarding, and with IPv6
+  net.ipv6.conf.all.forwarding, all 1).
 - calico-node (felix): net.ipv4.ip_forward=1 at start (IPForwarding=Enabled, the
   default); on every cali* workload interface when it comes up (felix/dataplane/linux
   endpoint manager, `configureInterface`): rp_filter=1, route_localnet=1, proxy_arp=1,
@@ -34,6 +36,7 @@ class Write:
     value: str
     when: str  # a When
     source: str  # where in the agent's source
+    only_if: str = ""  # a flag that must be `true` on the agent's command line
 
 
 CILIUM = "cilium"
@@ -46,7 +49,10 @@ AGENTS: dict[str, tuple[str, tuple[Write, ...]]] = {
         Write("kernel.unprivileged_bpf_disabled", "1", When.START, "loader.Reinitialize"),
         Write("kernel.timer_migration", "0", When.START, "loader.Reinitialize"),
         Write("net.core.bpf_jit_enable", "1", When.START, "loader.Reinitialize"),
-        Write("net.ipv4.ip_forward", "1", When.START, "enableIPForwarding"),
+        Write("net.ipv4.ip_forward", "1", When.START, "iptables.enableIPForwarding"),
+        Write("net.ipv4.conf.all.forwarding", "1", When.START, "iptables.enableIPForwarding"),
+        Write("net.ipv6.conf.all.forwarding", "1", When.START, "iptables.enableIPForwarding",
+              only_if="enable-ipv6"),
         *(Write(f"net.ipv4.conf.{dev}.{k}", v, When.START, "bpf/init.sh setup_dev")
           for dev in ("cilium_host", "cilium_net")
           for k, v in (("forwarding", "1"), ("rp_filter", "0"), ("accept_local", "1"),
@@ -93,6 +99,8 @@ def annotate(changes: list[Change], facts: Facts) -> None:
         if proc is None or proc.comm != comm:
             continue
         for write in writes:
+            if write.only_if and (proc.flag(write.only_if) or "").lower() != "true":
+                continue  # (set in its config dir instead: not read, not modelled)
             for key, c in keys.items():
                 if fnmatch.fnmatchcase(key, write.key):
                     _one(c, name, proc, write)

@@ -66,3 +66,10 @@ def test_calico_counted_once_whatever_its_process_names():
 def test_needs():
     assert not cni.needs({"nic": {"interfaces": []}}).scripts
     assert cni.SCRIPT in cni.needs({"sysctl": {"net.ipv4.ip_forward": 1}}).scripts
+
+
+def test_cilium_ipv6_forwarding_only_with_ipv6_on():
+    v4 = run(CILIUM, net__ipv6__conf__all__forwarding="0")
+    assert not v4["net.ipv6.conf.all.forwarding"].writers
+    v6 = run(CILIUM + "ARG --enable-ipv6=true\n", net__ipv6__conf__all__forwarding="0")
+    assert v6["net.ipv6.conf.all.forwarding"].wins == "cilium"
