@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from netfix import sh
+from netfix.ethtool import FEATURE_ALIASES
 from netfix.facts import Facts, Needs
 from netfix.plan import OTHER_WRITER, SKIP, Change, Writer
 
@@ -124,6 +125,40 @@ def iface_changes(changes: list[Change]) -> dict[tuple[str, str], Change]:
 def state(text: str | None) -> dict[str, str]:
     """'rx=1024 tx=1024' -> {'rx': '1024', 'tx': '1024'}."""
     return dict(kv.split("=", 1) for kv in (text or "").split() if "=" in kv)
+
+
+@dataclass
+class Overlap:
+    """Another writer's values for one interface row, beside netfix's."""
+
+    ours: dict[str, str]  # netfix's desired state by key ("" for a one-value row: mtu)
+    shared: dict[str, str]  # the other writer's values for the keys netfix sets
+    shown: str  # `shared` as a plan shows it
+
+    @property
+    def differ(self) -> bool:
+        return any(self.ours[k] != v for k, v in self.shared.items())
+
+    @property
+    def after(self) -> str:
+        """The row's state once the other writer has run."""
+        after = {**self.ours, **self.shared}
+        return after[""] if "" in after else " ".join(f"{k}={v}" for k, v in after.items())
+
+
+def overlap(change: Change, theirs: dict[str, str]) -> Overlap:
+    """Compare another writer's values ({'rx': '512'}, or {'': '9000'} for one value)
+    with an interface row's desired state, offload names in ethtool -k's long form."""
+    group = change.target.partition(" ")[2]
+
+    def names(values: dict[str, str]) -> dict[str, str]:
+        if group != "offloads":
+            return values
+        return {FEATURE_ALIASES.get(k, k): v for k, v in values.items()}
+
+    ours = {"": change.desired or ""} if "" in theirs else names(state(change.desired))
+    shared = {k: v for k, v in names(theirs).items() if k in ours}
+    return Overlap(ours, shared, " ".join(f"{k}={v}" if k else v for k, v in shared.items()))
 
 
 def file_content(change: Change, facts: Facts) -> bytes | None:

@@ -26,7 +26,6 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
-from netfix.ethtool import FEATURE_ALIASES
 from netfix.facts import Facts, Needs
 from netfix.knobs.nicpersist import UDEV
 from netfix.plan import Change, Code, When, Writer
@@ -276,20 +275,12 @@ def annotate(changes: list[Change], facts: Facts) -> None:
                             c.flag(Code.WARNING, src.file, note)
 
 
-def _norm_keys(group: str, values: dict[str, str]) -> dict[str, str]:
-    if group == "offloads":
-        return {FEATURE_ALIASES.get(k, k): v for k, v in values.items()}
-    return values
-
-
 def _row(c: Change, src: Source, theirs: dict[str, str], netfix_rule: bool) -> None:
-    iface, _, group = c.target.partition(" ")
-    ours = {"": c.desired or ""} if "" in theirs else _norm_keys(group, common.state(c.desired))
-    shared = {k: v for k, v in _norm_keys(group, theirs).items() if k in ours}
-    if not shared:
+    iface = c.target.partition(" ")[0]
+    o = common.overlap(c, theirs)
+    if not o.shared:
         return
-    shown = " ".join(f"{k}={v}" if k else v for k, v in shared.items())
-    differ = any(ours[k] != v for k, v in shared.items())
+    shown, differ = o.shown, o.differ
     wins = src.active and src.after_netfix and differ
     w = Writer(src.writer, When.LINK_ADD, shown, source=src.file, wins=wins)
     if not src.active:
@@ -298,9 +289,7 @@ def _row(c: Change, src: Source, theirs: dict[str, str], netfix_rule: bool) -> N
     elif not differ:
         common.add(c, w, "netfix", f"{src.file} sets the same {c.target}")
     elif wins:
-        # the value at boot: netfix's, with the other writer's keys over it
-        after = {**ours, **shared}
-        c.boot = after[""] if "" in after else " ".join(f"{k}={v}" for k, v in after.items())
+        c.boot = o.after  # the value at boot: netfix's, the other writer's keys over it
         fix = ("let netfix persist it (its udev rule runs after every .link file)"
                if src.writer == UDEVD else "set netfix's value there, or remove it there")
         common.add(c, w, src.writer, conflict=(

@@ -85,11 +85,15 @@ def load(files: dict[str, str | None]) -> Profile:
 def _load(names: list[str], files: dict[str, str | None], prof: Profile,
           merged: dict[str, dict[str, str]], origin: dict[str, str], seen: list[str]) -> None:
     for name in names:
-        path = next((f"{d}/{name}/tuned.conf" for d in PROFILE_DIRS
-                     if files.get(f"{d}/{name}/tuned.conf") is not None
-                     and f"{d}/{name}/tuned.conf" not in seen), None)
+        found = [f"{d}/{name}/tuned.conf" for d in PROFILE_DIRS
+                 if files.get(f"{d}/{name}/tuned.conf") is not None]
+        # locator.get_config skips files already loaded: a profile can include one of
+        # the same name in a later dir (an /etc override of a shipped profile).
+        path = next((p for p in found if p not in seen), None)
         if path is None:
-            prof.problems.append(f"TuneD profile {name!r} not found in {', '.join(PROFILE_DIRS)}")
+            prof.problems.append(f"TuneD profile {name!r}: include cycle through {found[0]}"
+                                 if found else f"TuneD profile {name!r} not found in "
+                                 f"{', '.join(PROFILE_DIRS)}")
             continue
         seen.append(path)
         conf = common.sections(files[path] or "")
@@ -191,6 +195,7 @@ def _sysctl(c: Change, raw: str, path: str, pid: int, reapply: bool,
             common.add(c, w, "netfix", f"{how}: netfix's value {c.desired} stays")
         else:
             w.value, w.source, w.wins = value, f"{file} (re-applied by TuneD)", True
+            c.boot = value
             common.add(c, w, NAME, conflict=f"{how}, which sets {value}: remove the key there")
         return
     if theirs is None or theirs == c.desired:
@@ -198,6 +203,7 @@ def _sysctl(c: Change, raw: str, path: str, pid: int, reapply: bool,
                    f"({path})")
         return
     w.wins = True
+    c.boot = theirs  # tuned.service starts after systemd-sysctl.service
     why = "reapply_sysctl=0" if not reapply else "no file TuneD re-applies sets the key"
     common.add(c, w, NAME, conflict=(
         f"TuneD (pid {pid}) writes {theirs} at each start from {path} [sysctl] and keeps it "
@@ -240,16 +246,13 @@ def _net(changes: list[Change], prof: Profile, pid: int) -> None:
         for (iface, group), c in rows.items():
             if group not in values or not _matches(iface, opts.get("devices", "")):
                 continue
-            theirs = values[group]
-            ours = {"": c.desired or ""} if "" in theirs else common.state(c.desired)
-            if group == "offloads":
-                ours = {FEATURE_ALIASES.get(k, k): v for k, v in ours.items()}
-            shared = {k: v for k, v in theirs.items() if k in ours}
-            if not shared:
+            o = common.overlap(c, values[group])
+            if not o.shared:
                 continue
-            shown = " ".join(f"{k}={v}" if k else v for k, v in shared.items())
-            differ = {k for k, v in shared.items() if ours[k] != v}
-            w = Writer(NAME, When.START, shown, source=f"{path} [net]", wins=bool(differ))
+            shown, differ = o.shown, o.differ
+            w = Writer(NAME, When.START, shown, source=f"{path} [net]", wins=differ)
+            if differ:
+                c.boot = o.after  # tuned.service starts after netfix's boot unit
             common.add(c, w, NAME if differ else "netfix",
                        f"TuneD (pid {pid}) sets the same {c.target} ({path})",
                        conflict=(f"TuneD (pid {pid}) sets {c.target} to {shown} at its start "

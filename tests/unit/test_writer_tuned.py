@@ -98,6 +98,7 @@ def test_reapply_0_tuned_wins_and_names_the_file():
     assert c.wins == "tuned" and c.reason("other-writer").detail == "tuned"
     assert "/etc/tuned/k8s-node/tuned.conf" in c.reason("other-writer").message
     assert c.writers[0].wins and c.writers[0].value == "2048"
+    assert c.boot == "2048"  # tuned.service starts after systemd-sysctl
 
 
 def test_reapply_0_same_value_is_no_conflict():
@@ -142,7 +143,7 @@ def test_net_ring_on_matching_devices_only():
     tuned.annotate(changes, facts_with(BASE))
     eth0, ens3 = changes
     assert eth0.wins == "tuned" and eth0.writers[0].value == "rx=2048 tx=2048"
-    assert "other-writer" in eth0.flags
+    assert "other-writer" in eth0.flags and eth0.boot == "rx=2048 tx=2048"
     assert not ens3.writers  # devices=eth*
 
 
@@ -163,3 +164,14 @@ def test_missing_profile_is_a_note_not_a_crash():
     files = {**BASE, "/etc/tuned/active_profile": "nosuch\n"}
     prof = tuned.load(common.records(dump(files)).files)
     assert prof.problems and "nosuch" in prof.problems[0]
+
+
+def test_override_including_the_shipped_profile_of_the_same_name_and_cycles():
+    files = {**BASE, "/etc/tuned/network-throughput/tuned.conf":
+             "[main]\ninclude=network-throughput\n[sysctl]\nnet.core.somaxconn=7\n"}
+    prof = tuned.load(common.records(dump(files)).files)
+    assert "/usr/lib/tuned/network-throughput/tuned.conf" in prof.files  # the shipped one
+    cyc = {**BASE, "/usr/lib/tuned/throughput-performance/tuned.conf":
+           "[main]\ninclude=k8s-node\n[sysctl]\nnet.core.rmem_max=1\n"}
+    prof = tuned.load(common.records(dump(cyc)).files)
+    assert any("include cycle" in p for p in prof.problems), prof.problems
