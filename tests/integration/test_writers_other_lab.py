@@ -2,6 +2,8 @@
 (active_profile, tuned-main.conf, a profile with include= across both profile-dir
 layouts, [sysctl] and [net]) with a `tuned` process, and a `cilium-agent` process; netfix
 plans through real SSH and its fact script finds them in the node's own /proc and /etc.
+Also a NetworkManager keyfile and a .network file setting a veth's MTU, with and without
+a `NetworkManager` process.
 
 The processes are stand-ins (a shell script of that name sleeping): what the models read
 is a process's name and the node's files, which are real. Each test removes what it
@@ -11,6 +13,8 @@ added, and kills what it started by its pid.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +23,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 NODE = "node1"
+SCHEMA = Path(__file__).resolve().parents[2] / "netfix" / "schema" / "plan.json"
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
 PROFILE = """description: writers lab test
 sysctl:
   net.core.somaxconn: 4096
@@ -65,12 +71,23 @@ def fake_process(lab, name: str, *args: str):
         exe.unlink()
 
 
-def plan_rows(lab, tmp_path: Path) -> dict[str, dict]:
+def host_plan(lab, tmp_path: Path, profile: str) -> dict:
+    """`netfix plan --json` for NODE, checked against the plan's JSON Schema by the real
+    validator (the writers entries included)."""
     prof = tmp_path / "writers.yaml"
-    prof.write_text(PROFILE)
+    prof.write_text(profile)
     out = lab.netfix("plan", "--json", "--profile", str(prof), "--limit", NODE,
                      check_rc=None).stdout
-    host = next(h for h in json.loads(out)["hosts"] if h["host"] == NODE)
+    if CHECK_JSONSCHEMA.exists():
+        (tmp_path / "plan.json").write_text(out)
+        res = subprocess.run([str(CHECK_JSONSCHEMA), "--schemafile", str(SCHEMA),
+                              str(tmp_path / "plan.json")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+    return next(h for h in json.loads(out)["hosts"] if h["host"] == NODE)
+
+
+def plan_rows(lab, tmp_path: Path) -> dict[str, dict]:
+    host = host_plan(lab, tmp_path, PROFILE)
     assert not host["error"], host["error"]
     return {c["target"]: c for c in host["changes"]}
 
@@ -125,3 +142,55 @@ def test_cilium_agent_owns_rp_filter_all(lab, tmp_path):
         assert fwd["wins"] == "netfix" and "other-writer" not in fwd["flags"], fwd
     rp = plan_rows(lab, tmp_path)["net.ipv4.conf.all.rp_filter"]
     assert not rp["writers"] and "other-writer" not in rp["flags"]
+
+
+NM_FILE = "/etc/NetworkManager/system-connections/lab-eth1.nmconnection"
+NM_TEXT = """[connection]
+id=lab-eth1
+type=ethernet
+interface-name=eth1
+
+[ethernet]
+mtu=9000
+
+[802-1x]
+password=not-for-netfix
+"""
+NETWORK_FILE = "/etc/systemd/network/20-lab-eth1.network"
+NIC_PROFILE = ("description: eth1 MTU\nnic:\n  interfaces:\n    - match: {name: eth1}\n"
+               "      mtu: 1400\n")
+
+
+def test_networkmanager_mtu_wins_while_it_runs_and_keyfile_secrets_are_not_read(lab, tmp_path):
+    """Invariant: a NetworkManager connection's MTU is other-writer only while
+    NetworkManager runs (or is enabled); a .network file of a networkd that neither runs
+    nor is enabled is listed, not flagged; the fact snippet never reads a keyfile's
+    secrets."""
+    from netfix.writers import _common
+
+    lab.sh(NODE, f"mkdir -p {Path(NM_FILE).parent} /etc/systemd/network && "
+           f"cat > {NM_FILE} <<'X'\n{NM_TEXT}X\nchmod 600 {NM_FILE} && "
+           f"printf '[Match]\\nName=eth1\\n\\n[Link]\\nMTUBytes=1280\\n' > {NETWORK_FILE}")
+
+    def mtu_row() -> dict:
+        host = host_plan(lab, tmp_path, NIC_PROFILE)
+        return {c["target"]: c for c in host["changes"]}["eth1 mtu"]
+
+    try:
+        snippet_out = lab.sh(NODE, _common.snippet("linkfiles.sh"))
+        assert "not-for-netfix" not in snippet_out and "mtu=9000" in snippet_out
+        assert "IF eth1 " in snippet_out
+        row = mtu_row()
+        by_name = {w["name"]: w for w in row["writers"]}
+        assert by_name["NetworkManager"]["value"] == "9000"
+        assert by_name["systemd-networkd"]["value"] == "1280"
+        assert row["wins"] == "netfix" and "other-writer" not in row["flags"], row
+        with fake_process(lab, "NetworkManager", "--no-daemon") as pid:
+            assert pid in [p.pid for p in _common.records(
+                lab.sh(NODE, _common.snippet("linkfiles.sh"))).procs]
+            row = mtu_row()
+            assert row["wins"] == "NetworkManager" and row["boot"] == "9000", row
+            other = next(r for r in row["reasons"] if r["code"] == "other-writer")
+            assert other["detail"] == "NetworkManager" and NM_FILE in other["message"]
+    finally:
+        lab.sh(NODE, f"rm -f {NM_FILE} {NETWORK_FILE}")
