@@ -7,8 +7,8 @@ What each writes, read from its source (docs/writers.md, "CNI agents", cites the
   kernel.timer_migration=0, net.core.bpf_jit_enable=1; on its own devices (bpf/init.sh
   `setup_dev`: cilium_host, cilium_net) forwarding=1, rp_filter=0, accept_local=1,
   send_redirects=0; forwarding on (pkg/datapath/iptables `enableIPForwarding`:
-  net.ipv4.ip_forward, net.ipv4.conf.all.forwarding, and with IPv6
-  net.ipv6.conf.all.forwarding, all 1).
+  net.ipv4.ip_forward, net.ipv4.conf.all.forwarding, and with IPv6 on, on its command
+  line or in its --config-dir, net.ipv6.conf.all.forwarding, all 1).
 - calico-node (felix): net.ipv4.ip_forward=1 at start (IPForwarding=Enabled, the
   default); on every cali* workload interface when it comes up (felix/dataplane/linux
   endpoint manager, `configureInterface`): rp_filter=1, route_localnet=1, proxy_arp=1,
@@ -81,11 +81,18 @@ def needs(data: dict) -> Needs:
 
 
 def agents(text: str) -> dict[str, common.Proc]:
-    """Running agents by Writer name (the first process of each)."""
+    """Running agents by Writer name (the first process of each). An option read from
+    the agent's config dir counts as given on its command line, which wins over it."""
+    rec = common.records(text)
     out: dict[str, common.Proc] = {}
-    for proc in common.records(text).procs:
+    for proc in rec.procs:
         if proc.comm in AGENTS:
             out.setdefault(AGENTS[proc.comm][0], proc)
+    for words in rec.other:
+        if words[0] == "CFG" and len(words) == 4 and words[1].isdigit():
+            for proc in out.values():
+                if proc.pid == int(words[1]) and proc.flag(words[2]) is None:
+                    proc.args.append(f"--{words[2]}={words[3]}")
     return out
 
 
@@ -100,7 +107,7 @@ def annotate(changes: list[Change], facts: Facts) -> None:
             continue
         for write in writes:
             if write.only_if and (proc.flag(write.only_if) or "").lower() != "true":
-                continue  # (set in its config dir instead: not read, not modelled)
+                continue
             for key, c in keys.items():
                 if fnmatch.fnmatchcase(key, write.key):
                     _one(c, name, proc, write)

@@ -30,6 +30,7 @@ sysctl:
   net.core.somaxconn: 4096
   net.ipv4.conf.all.rp_filter: 1
   net.ipv4.ip_forward: 1
+  net.ipv6.conf.all.forwarding: 0
 """
 TUNED_MAIN = "# tuned-main.conf\ndaemon = 1\ndynamic_tuning = 0\nreapply_sysctl = {}\n"
 # The active profile in the newer layout (/etc/tuned/profiles) includes one in the older
@@ -132,14 +133,28 @@ def test_tuned_reapply_1_netfix_wins_reapply_0_tuned_does(lab, tmp_path, tuned_f
         assert not rows["net.ipv4.ip_forward"]["writers"]
 
 
-def test_cilium_agent_owns_rp_filter_all(lab, tmp_path):
-    with fake_process(lab, "cilium-agent", "--config-dir=/tmp/cilium/config-map") as pid:
-        rows = plan_rows(lab, tmp_path)
-        rp = rows["net.ipv4.conf.all.rp_filter"]
-        assert rp["wins"] == "cilium" and "other-writer" in rp["flags"], rp
-        assert rp["writers"][0]["value"] == "0" and f"pid {pid}" in rp["writers"][0]["source"]
-        fwd = rows["net.ipv4.ip_forward"]
-        assert fwd["wins"] == "netfix" and "other-writer" not in fwd["flags"], fwd
+def test_cilium_agent_owns_rp_filter_all_and_ipv6_forwarding_from_its_config(lab, tmp_path):
+    """Invariant: the agent's keys with other values are other-writer while it runs, and
+    IPv6 forwarding only when its config dir (read through /proc/PID/root) enables IPv6."""
+    cfg = lab.dir / "cilium-config-map"
+    cfg.mkdir()
+    (cfg / "enable-ipv6").write_text("true\n")
+    try:
+        with fake_process(lab, "cilium-agent", f"--config-dir={cfg}") as pid:
+            rows = plan_rows(lab, tmp_path)
+            rp = rows["net.ipv4.conf.all.rp_filter"]
+            assert rp["wins"] == "cilium" and "other-writer" in rp["flags"], rp
+            assert rp["writers"][0]["value"] == "0"
+            assert f"pid {pid}" in rp["writers"][0]["source"]
+            fwd = rows["net.ipv4.ip_forward"]
+            assert fwd["wins"] == "netfix" and "other-writer" not in fwd["flags"], fwd
+            v6 = rows["net.ipv6.conf.all.forwarding"]
+            assert v6["wins"] == "cilium" and v6["writers"][0]["value"] == "1", v6
+            (cfg / "enable-ipv6").write_text("false\n")
+            assert not plan_rows(lab, tmp_path)["net.ipv6.conf.all.forwarding"]["writers"]
+    finally:
+        (cfg / "enable-ipv6").unlink()
+        cfg.rmdir()
     rp = plan_rows(lab, tmp_path)["net.ipv4.conf.all.rp_filter"]
     assert not rp["writers"] and "other-writer" not in rp["flags"]
 

@@ -73,3 +73,13 @@ def test_cilium_ipv6_forwarding_only_with_ipv6_on():
     assert not v4["net.ipv6.conf.all.forwarding"].writers
     v6 = run(CILIUM + "ARG --enable-ipv6=true\n", net__ipv6__conf__all__forwarding="0")
     assert v6["net.ipv6.conf.all.forwarding"].wins == "cilium"
+
+
+def test_cilium_ipv6_from_its_config_dir_and_the_command_line_wins():
+    cfg = run(CILIUM + "CFG 2211 enable-ipv6 true\n", net__ipv6__conf__all__forwarding="0")
+    assert cfg["net.ipv6.conf.all.forwarding"].wins == "cilium"
+    off = run(CILIUM + "ARG --enable-ipv6=false\nCFG 2211 enable-ipv6 true\n",
+              net__ipv6__conf__all__forwarding="0")
+    assert not off["net.ipv6.conf.all.forwarding"].writers
+    other = run(CILIUM + "CFG 999 enable-ipv6 true\n", net__ipv6__conf__all__forwarding="0")
+    assert not other["net.ipv6.conf.all.forwarding"].writers  # another process's config
