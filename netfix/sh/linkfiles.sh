@@ -30,7 +30,14 @@ for d in /sys/class/net/*; do
   read -r t < "$d/type" 2>/dev/null
   read -r i < "$d/ifindex" 2>/dev/null
   if [ -e "$d/device/driver" ]; then drv=$(readlink "$d/device/driver"); drv=${drv##*/}; fi
-  x=$(sed -n 's/^DEVTYPE=//p' "$d/uevent" 2>/dev/null); [ -n "$x" ] && dt=$x
-  x=$(sed -n 's/^E:ID_PATH=//p' "/run/udev/data/n$i" 2>/dev/null); [ -n "$x" ] && pth=$x
+  # builtins only: two files per interface
+  while IFS= read -r x; do
+    case $x in DEVTYPE=?*) dt=${x#DEVTYPE=} ;; esac
+  done < "$d/uevent" 2>/dev/null
+  if [ -f "/run/udev/data/n$i" ]; then
+    while IFS= read -r x; do
+      case $x in E:ID_PATH=?*) pth=${x#E:ID_PATH=} ;; esac
+    done < "/run/udev/data/n$i"
+  fi
   echo "IF $n ${a:--} ${drv:--} ${t:--} $dt $pth"
 done

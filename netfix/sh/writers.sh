@@ -19,13 +19,22 @@ w_procs() {
 }
 
 # w_dump FILE...: each FILE's lines without comment and blank lines; absent ones: nothing.
+# One awk for all files (a fork per file costs more than the reading); an empty file
+# still gets its "F" line, since it is a file that hides others of its name.
 w_dump() {
-  for f in "$@"; do
+  n=$#
+  while [ "$n" -gt 0 ]; do
+    f=$1
+    shift
+    n=$((n - 1))
     if [ -L "$f" ] && [ "$(readlink "$f")" = /dev/null ]; then
       echo "M $f"
     elif [ -f "$f" ] && [ -r "$f" ]; then
-      echo "F $f"
-      sed -e '/^[[:space:]]*[#;]/d' -e '/^[[:space:]]*$/d' -e 's/^/| /' "$f"
+      [ -s "$f" ] || echo "F $f"
+      set -- "$@" "$f"
     fi
   done
+  [ "$#" -eq 0 ] || awk 'FNR == 1 { print "F " FILENAME }
+    /^[[:space:]]*([#;]|$)/ { next }
+    { print "| " $0 }' "$@"
 }

@@ -172,22 +172,27 @@ def _bytes(value: str) -> str | None:
     return str(int(m.group(1)) * _SIZE[m.group(2)]) if m else None
 
 
+def _parse(group: str, name: str, value: str, span: bool = False) -> str | None:
+    """One value in netfix's form: on/off for offloads and adaptive coalescing, µs for a
+    time span, bytes for an MTU, else a count (or "max", for rings and channels)."""
+    if group == "offloads" or name.startswith("adaptive"):
+        return _bool(value)
+    if span:
+        return _usecs(value)
+    if group == "mtu":
+        return _bytes(value)
+    v = value.strip()
+    return v if v.isdigit() or (v == "max" and group in ("rings", "channels")) else None
+
+
 def link_values(entries: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for section, key, value in entries:
-        if section != "Link" or key not in LINK_KEYS:
-            continue
-        group, name = LINK_KEYS[key]
-        if group == "offloads" or name.startswith("adaptive"):
-            parsed = _bool(value)
-        elif key.endswith("Sec"):
-            parsed = _usecs(value)
-        elif group == "mtu":
-            parsed = _bytes(value)
-        else:
-            parsed = value.strip() if value.strip() == "max" or value.strip().isdigit() else None
-        if parsed is not None:
-            out.setdefault(group, {})[name] = parsed
+        if section == "Link" and key in LINK_KEYS:
+            group, name = LINK_KEYS[key]
+            parsed = _parse(group, name, value, span=key.endswith("Sec"))
+            if parsed is not None:
+                out.setdefault(group, {})[name] = parsed
     return out
 
 
@@ -198,16 +203,22 @@ def nm_values(conf: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         out["mtu"] = {"": mtu}
     for section, prefix, group in NM_PREFIXES:
         for key, value in conf.get(section, {}).items():
-            if not key.startswith(prefix):
-                continue
-            name = key[len(prefix):]
-            if group == "offloads" or name.startswith("adaptive"):
-                parsed = _bool(value)
-            else:
-                parsed = value.strip() if value.strip().isdigit() else None
-            if parsed is not None:
-                out.setdefault(group, {})[name] = parsed
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                parsed = _parse(group, name, value)
+                if parsed is not None:
+                    out.setdefault(group, {})[name] = parsed
     return out
+
+
+def first_match(rec: common.Records, ext: str,
+                iface: Iface) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """The one .link (.network) file that applies to `iface`: the first that matches."""
+    for path, text in effective_files(rec.files, ext):
+        entries = common.ini(text)
+        if matches([(k, v) for s, k, v in entries if s == "Match"], iface):
+            return path, entries
+    return None
 
 
 # --------------------------------------------------------------------------- model
@@ -218,8 +229,7 @@ def sources(rec: common.Records, iface: Iface, netfix_rule: bool) -> list[Source
     running = {p.comm for p in rec.procs}
     enabled = {w[1] for w in rec.other if w[0] == "ENABLED" and len(w) > 1}
     out: list[Source] = []
-    link = next(((p, common.ini(t)) for p, t in effective_files(rec.files, ".link")
-                 if matches([(k, v) for s, k, v in common.ini(t) if s == "Match"], iface)), None)
+    link = first_match(rec, ".link", iface)
     if link:
         path, entries = link
         src = Source(UDEVD, path, link_values(entries), after_netfix=not netfix_rule)
@@ -230,9 +240,7 @@ def sources(rec: common.Records, iface: Iface, netfix_rule: bool) -> list[Source
                              f"longer applies, so {iface.name} keeps its kernel name at the "
                              "next boot")
         out.append(src)
-    network = next(((p, common.ini(t)) for p, t in effective_files(rec.files, ".network")
-                    if matches([(k, v) for s, k, v in common.ini(t) if s == "Match"], iface)),
-                   None)
+    network = first_match(rec, ".network", iface)
     if network:
         path, entries = network
         mtu = next((_bytes(v) for s, k, v in entries if s == "Link" and k == "MTUBytes"), None)
