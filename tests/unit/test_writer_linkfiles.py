@@ -138,3 +138,22 @@ def test_value_parsers():
 def test_needs_only_with_interfaces():
     assert not linkfiles.needs({"sysctl": {"a.b": 1}}).scripts
     assert linkfiles.SCRIPT in linkfiles.needs({"nic": {"interfaces": [{}]}}).scripts
+
+
+def test_w_dump_records_parse_back(tmp_path):
+    """netfix/sh/writers.sh's w_dump run by a real sh: comments and blank lines dropped,
+    a masked file, an empty file and an absent one, parsed back by _common.records."""
+    import subprocess
+
+    from netfix import sh
+
+    (tmp_path / "a.link").write_text("# c\n[Match]\n\n; c2\nDriver=e1000e\n  RxBufferSize=512\n")
+    (tmp_path / "empty.link").write_text("")
+    (tmp_path / "m.link").symlink_to("/dev/null")
+    files = [str(tmp_path / n) for n in ("a.link", "empty.link", "m.link", "absent.link")]
+    script = sh.function("writers.sh", "w_dump") + 'w_dump "$@"\n'
+    out = subprocess.run(["sh", "-c", script, "sh", *files], capture_output=True, text=True,
+                         check=True).stdout
+    rec = common.records(out)
+    assert rec.files == {files[0]: "[Match]\nDriver=e1000e\n  RxBufferSize=512\n",
+                         files[1]: "", files[2]: None}
