@@ -1,10 +1,13 @@
-"""Other writers of a node's network settings: one module per writer (kube-proxy, the
-boot-time sysctl applier, TuneD, udev .link files, NetworkManager, kubelet, CNI agents),
+"""Other writers of a node's network settings: one module per writer or family (kube-proxy,
+the boot-time sysctl applier, TuneD, udev .link files, NetworkManager, kubelet, CNI agents),
 one contract, run after every knob's diff in the same round trip.
 
 A module is a writer model when it has `NAME`. It provides:
 
-    NAME: str                                     # the writer, as Writer.name shows it
+    NAME: str                                     # the model's name: the writer's own
+                                                  # (kube-proxy, tuned) or the family's, for
+                                                  # a module modelling several (cni: cilium,
+                                                  # calico; linkfiles: udevd, networkd, NM)
     needs(data) -> facts.Needs                    # what the fact script must read, given the
                                                   # merged profile data (read nothing when the
                                                   # profile touches nothing this writer writes)

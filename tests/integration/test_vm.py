@@ -580,3 +580,66 @@ def test_boot_applier_is_systemd_sysctl_and_a_reboot_keeps_its_order(vm, tmp_pat
     finally:
         vm.sh(f"rm -f /etc/sysctl.d/99-zz.conf; echo {saved} | base64 -d > /etc/sysctl.conf")
         vm.netfix("rollback", "--yes", "--force", check_rc=None)
+
+
+# ------------------------------------------------- who wins: a .link file against netfix
+# A real systemd .link file sets the e1000e rings (udevd applies it when the interface is
+# added: at boot and on re-add) and a netfix profile sets other rings. The plan says which
+# wins at boot (netfix: its udev rule runs after every rule of the event, the .link
+# file's net_setup_link included); a reboot shows the interface ends with that value.
+# The .link file carries 99-default.link's naming policy, so the interface keeps its name.
+# Afterwards the transaction is rolled back, the .link file removed and the rings put back.
+
+LINK_FILE = "/etc/systemd/network/50-netfix-test-e1000e.link"
+LINK_RINGS, NETFIX_RINGS = "rx=512 tx=512", "rx=2048 tx=2048"
+LINK_TEXT = ("[Match]\nDriver=e1000e\n\n[Link]\n"
+             "NamePolicy=keep kernel database onboard slot path\n"
+             "AlternativeNamesPolicy=database onboard slot path\n"
+             "MACAddressPolicy=persistent\nRxBufferSize=512\nTxBufferSize=512\n")
+LINK_PROFILE = ("description: e1000e rings against a .link file\n"
+                "nic:\n  interfaces:\n    - match: {driver: e1000e}\n"
+                "      rings: {rx: 2048, tx: 2048}\n")
+
+
+def test_link_file_against_netfix_rings_plan_says_netfix_and_reboot_agrees(vm, tmp_path):
+    e1000e = vm.ifaces["e1000e"]
+    before = vm.nic_state()["e1000e rings"]
+    rules = "/etc/udev/rules.d/90-netfix-nic.rules"
+    profile = tmp_path / "link-vs-netfix.yaml"
+    profile.write_text(LINK_PROFILE)
+    vm.sh(f"cat > {LINK_FILE} <<'X'\n{LINK_TEXT}X")
+    applied = False
+    try:
+        # The .link file is real: re-adding the interface with no netfix rule in the way
+        # (set aside if an earlier test left one) gives its rings.
+        vm.sh(f"if [ -e {rules} ]; then mv {rules} /root/netfix-nic.rules.aside; fi; "
+              f"udevadm control --reload && udevadm trigger --action=add --settle "
+              f"/sys/class/net/{e1000e}; "
+              f"if [ -e /root/netfix-nic.rules.aside ]; then mv /root/netfix-nic.rules.aside "
+              f"{rules}; fi; udevadm control --reload")
+        assert vm.nic_state()["e1000e rings"] == LINK_RINGS
+
+        row = vm.plan("--profile", str(profile))[f"{e1000e} rings"]
+        assert row["desired"] == NETFIX_RINGS and row["wins"] == "netfix", row
+        assert row["boot"] == NETFIX_RINGS and "other-writer" not in row["flags"], row
+        udev = next(w for w in row["writers"] if w["name"] == "systemd-udevd")
+        assert (udev["when"], udev["value"], udev["source"], udev["wins"]) == (
+            "link-add", LINK_RINGS, LINK_FILE, False), row["writers"]
+        own = next(w for w in row["writers"] if w["name"] == "netfix-nic")
+        assert own["wins"] and own["value"] == NETFIX_RINGS
+
+        vm.netfix("apply", "--yes", "--profile", str(profile), "--allow-disruptive")
+        applied = True
+        assert vm.nic_state()["e1000e rings"] == NETFIX_RINGS
+        vm.reboot()
+        # Same name (the .link file kept the naming policy) and netfix's rings, as planned.
+        assert vm.sh(f"cat /sys/class/net/{e1000e}/operstate").strip() == "up"
+        assert vm.nic_state()["e1000e rings"] == NETFIX_RINGS
+    finally:
+        if applied:
+            vm.netfix("rollback", "--yes")
+        rx, tx = (kv.split("=")[1] for kv in before.split())
+        vm.sh(f"rm -f {LINK_FILE}; udevadm control --reload; "
+              f"ethtool -G {e1000e} rx {rx} tx {tx} 2>/dev/null || true")
+    assert vm.nic_state()["e1000e rings"] == before
+    assert vm.sh(f"ls {LINK_FILE} 2>/dev/null || true").strip() == ""
