@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from netfix.ethtool import FEATURE_ALIASES
 from netfix.facts import Facts, Needs
 from netfix.plan import Change, When, Writer
-from netfix.sysctld import parse_conf
+from netfix.sysctld import parse_lines
 from netfix.util import norm, normalize_key
 from netfix.writers import _common as common
 
@@ -137,8 +137,9 @@ def reapplied(facts: Facts, changes: list[Change]) -> dict[str, tuple[str, str]]
             parent, _, base = path.rpartition("/")
             entry = facts.dirs.get(parent, {}).get(base)
             content = entry.content if entry else facts.files.get(path)
-        for key, value in parse_conf(content or b"").items():
-            out[key] = (value, path)
+        for line in parse_lines(content or b"", path):
+            if not line.glob and line.value is not None:  # TuneD re-applies explicit keys
+                out[normalize_key(line.key)] = (" ".join(line.value.split()), path)
     return out
 
 
