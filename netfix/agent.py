@@ -35,7 +35,7 @@ from typing import IO, Any
 from netfix import __version__, drift, engine, journal, report
 from netfix.facts import Needs
 from netfix.inventory import Host
-from netfix.plan import DISRUPTIVE, NOT_SETTABLE, Change, Code, HostPlan, Plan
+from netfix.plan import DISRUPTIVE, NOT_SETTABLE, Change, Code, HostPlan, Plan, When
 from netfix.status import GOOD, HostStatus
 from netfix.util import atomic_write
 
@@ -102,7 +102,8 @@ class Conflicts:
             times.popleft()
         if len(times) < self.limit:
             return None
-        writer = ", ".join(w.name for w in change.writers) or "unknown"
+        # The boot applier writes the key only at boot: never the one setting it back now.
+        writer = ", ".join(w.name for w in change.writers if w.when != When.BOOT) or "unknown"
         self.found[key] = Conflict(change.knob, change.target, writer, now, len(times))
         return self.found[key]
 
