@@ -11,12 +11,12 @@
 # anyone can name a process kube-proxy, and netfix must never run their file as root.
 kp_version() {
   [ -f "$1" ] || return 1
-  case "$(stat -L -c '%u %A' "$1" 2>/dev/null)" in "0 -????-??-?") ;; *) return 1 ;; esac
-  v=$(timeout 2 "$1" --version 2>/dev/null | head -n1)
+  case "$(stat -L -c '%u %A' "$1" 2>/dev/null)" in 0\ -????-??-?) ;; *) return 1 ;; esac
+  v=$(timeout 2 "$1" --version </dev/null 2>/dev/null | head -n1)
   case "$v" in *Kubernetes\ v*) echo "VERSION $v" ;; *) return 1 ;; esac
 }
 for p in /proc/[0-9]*; do
-  c=$(cat "$p/comm" 2>/dev/null); [ "$c" = kube-proxy ] || continue
+  c=""; read -r c < "$p/comm" 2>/dev/null; [ "$c" = kube-proxy ] || continue
   echo "PID ${p#/proc/}"
   tr '\0' '\n' < "$p/cmdline" | sed 's/^/ARG /'
   cfg=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config=//p; /^--config$/{n;p;}' | head -n1)
