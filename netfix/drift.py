@@ -43,12 +43,12 @@ from netfix.plan import (
     UPDATE,
     Change,
     HostPlan,
-    Reason,
     Writer,
 )
 from netfix.profile import Profile
 from netfix.status import INCOMPLETE as INCOMPLETE_TX
 from netfix.status import TxStatus
+from netfix.util import norm
 
 SCHEMA = "netfix-drift/v1"
 VERSION = 1
@@ -214,34 +214,34 @@ def last_applied(txs: list[Tx]) -> dict[str, Tx]:
     return out
 
 
-def _stamp(epoch: float) -> str:
+def stamp(epoch: float) -> str:
+    """Minute-precision UTC, as drift details print times."""
     return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
 
 
 def _fix(change: Change, writer: Writer) -> str:
     """The sentence of the writer's own other-writer reason that says what to set."""
-    reason = next((r for r in change.reasons if isinstance(r, Reason) and
-                   r.code == OTHER_WRITER and r.detail == writer.name), None)
-    text = reason.message if reason else ""
-    return text[text.index("; set ") + 2:] if "; set " in text else \
-        f"configure {writer.name} to leave this key alone"
+    text = next((r.message for r in change.reasons
+                 if r.code == OTHER_WRITER and r.detail == writer.name), "")
+    _, sep, fix = text.partition("; set ")
+    return f"set {fix}" if sep else f"configure {writer.name} to leave this key alone"
 
 
 def writer_item(host: str, c: Change, applied: Tx | None,
                 started: dict[str, float]) -> DriftItem | None:
     """A live value equal to what a modelled writer writes: that writer put it there. If it
     started after netfix's last apply of the key, the key flipped back: a conflict."""
-    w = next((w for w in c.writers if w.value is not None and w.value == (c.current or "")
-              .strip() and w.value != c.desired), None)
+    w = next((w for w in c.writers
+              if w.value is not None and w.value == norm(c.current) != c.desired), None)
     if w is None:
         return None
     who = f"{w.name} {w.version}" if w.version and w.version != "unknown" else w.name
     start = started.get(w.name)
-    when = f" at {_stamp(start)} (process start time)" if start else f" ({w.when})"
+    when = f" at {stamp(start)} (process start time)" if start else f" ({w.when})"
     detail = f"{who} wrote {w.value}{when}"
     if start and applied is not None and applied.time < start:
-        detail = (f"conflict: netfix set {c.desired} at {_stamp(applied.time)} (transaction "
-                  f"{applied.id}), then {who} ({w.source}) started at {_stamp(start)} and "
+        detail = (f"conflict: netfix set {c.desired} at {stamp(applied.time)} (transaction "
+                  f"{applied.id}), then {who} ({w.source}) started at {stamp(start)} and "
                   f"wrote {w.value} back; {_fix(c, w)}, restart it, then netfix apply")
     return DriftItem(host, c.knob, c.target, OTHER_WRITER_KIND, c.desired, c.current, detail)
 

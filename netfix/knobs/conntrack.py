@@ -69,8 +69,9 @@ def field_for_sysctl(key: str) -> str | None:
 
 
 def check_profile(data: dict) -> list[tuple[str, tuple]]:
-    """Buckets only as max/4 of an explicit max, and no conntrack key under `sysctl:`
-    (this section owns them). (message, field path) pairs, for the profile's checks."""
+    """Buckets only as max/4 of an explicit max (or `raise-only` beside any max), and no
+    conntrack key under `sysctl:` (this section owns them). (message, field path) pairs,
+    for the profile's checks."""
     problems: list[tuple[str, tuple]] = []
     section = data.get(SECTION) or {}
     if "buckets" in section:

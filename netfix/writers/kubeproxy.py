@@ -11,7 +11,6 @@ where that version really writes a value other than netfix's over it.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 
 from netfix import sh
@@ -248,12 +247,8 @@ def started(facts: Facts) -> float | None:
     return kp.started if kp else None
 
 
-def stamp(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
-
-
 def _int(value: str | None) -> int | None:
-    text = norm(value) if value is not None else ""
+    text = norm(value) or ""
     return int(text) if text.isdigit() else None
 
 

@@ -137,7 +137,7 @@ def test_config_file_beats_flags_and_newer_linux_block_is_read():
 def test_version_from_image_tag_and_start_time_from_stat():
     k = kp.parse(output("", image="registry.k8s.io/kube-proxy:v1.30.4", start=3612300))
     assert k.version == "1.30.4" and k.minor == (1, 30)
-    assert kp.stamp(k.started) == "2025-11-30T10:02Z"  # btime + 36123 s
+    assert drift.stamp(k.started) == "2025-11-30T10:02Z"  # btime + 36123 s
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("24h0m0s", 86400), ("1h", 3600),
