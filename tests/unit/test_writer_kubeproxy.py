@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from netfix import drift
+from netfix import drift, review
 from netfix.facts import Facts, Value
 from netfix.journal import Step, Tx
 from netfix.knobs import Context, conntrack
-from netfix.plan import OTHER_WRITER, HostPlan
+from netfix.plan import OTHER_WRITER, HostPlan, Plan
 from netfix.render import writers_note
 from netfix.util import sysctl_path
 from netfix.writers import kubeproxy as kp
@@ -254,3 +254,16 @@ def test_live_value_no_writer_writes_stays_plain_live():
     assert kinds == ["live", "other-writer"]  # drifted by hand; kube-proxy will still undo
     assert hd.items[[i.target for i in hd.items].index(EST)].detail == \
         "live value differs from the profile"
+
+
+def test_fleet_table_groups_hosts_by_writer_version_not_by_pid():
+    def host(name: str, version: str, pid: str) -> HostPlan:
+        f = node(output(version).replace("PID 4242", f"PID {pid}"), LIVE)
+        changes = conntrack.diff(SECTION, f, CTX)
+        kp.annotate(changes, f)
+        return HostPlan(name, "test", changes)
+
+    same = Plan([host("a", "1.31.2", "1"), host("b", "1.31.2", "2")])
+    assert [len(g.plans) for g in review.group_hosts(same)] == [2]
+    mixed = Plan([host("a", "1.31.2", "1"), host("b", "1.29.0", "1")])  # same flags
+    assert [len(g.plans) for g in review.group_hosts(mixed)] == [1, 1]
