@@ -13,13 +13,17 @@ modelled writer is asserted. Each test rolls back and proves the node is as befo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
+NETFIX = str(Path(sys.executable).with_name("netfix"))
 NODE = "node2"
 _P = "net.netfilter.nf_conntrack_"
 MAX, EST, CW = _P + "max", _P + "tcp_timeout_established", _P + "tcp_timeout_close_wait"
@@ -202,3 +206,35 @@ def test_kube_proxy_versions_planned_applied_and_drift_named(lab, tmp_path, case
             path.unlink()
         bindir.rmdir()
     assert {k: lab.sysctl(NODE, k) for k in TIMEOUTS} == before
+
+
+def test_buckets_raise_only_against_exact_4_to_1_on_the_host_namespace(tmp_path):
+    """Read-only, on this machine's own namespace (where buckets is writable): exact 4:1
+    with max unchanged plans a smaller table and says what that costs; raise-only keeps
+    the table the kernel sized. Nothing is applied."""
+    root = Path("/proc/sys/net/netfilter")
+    if not (root / "nf_conntrack_buckets").exists():
+        pytest.skip("nf_conntrack is not loaded on this machine")
+    cur_max = int((root / "nf_conntrack_max").read_text())
+    cur_buckets = int((root / "nf_conntrack_buckets").read_text())
+    (tmp_path / "inv.yaml").write_text('hosts:\n  "@local": {}\n')
+
+    def plan(extra: str) -> dict:
+        (tmp_path / "p.yaml").write_text(f"conntrack:\n  max: {cur_max}\n{extra}")
+        p = subprocess.run([NETFIX, "plan", "--json", "-i", str(tmp_path / "inv.yaml"),
+                            "--profile", str(tmp_path / "p.yaml")],
+                           capture_output=True, text=True)
+        assert p.returncode in (0, 2), p.stderr
+        return by_target(json.loads(p.stdout))
+
+    exact = plan("")[_P + "buckets"]
+    assert exact["desired"] == str(cur_max // 4)
+    shrinks = cur_buckets > cur_max // 4
+    notes = " ".join(exact["notes"])
+    assert ("lowers buckets" in notes) == shrinks
+    if shrinks:
+        saved = (cur_buckets - cur_max // 4) * 8 / 2**20
+        assert f"from {cur_buckets} to {cur_max // 4}" in notes and f"{saved:.1f} MiB" in notes
+    kept = plan("  buckets: raise-only\n")[_P + "buckets"]
+    assert kept["desired"] == str(max(cur_buckets, cur_max // 4))
+    assert kept["action"] == ("ok" if shrinks else exact["action"])
