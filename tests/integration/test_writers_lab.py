@@ -34,7 +34,7 @@ conntrack:
   max: 262144
   timeouts: {tcp_established: 3600, tcp_close_wait: 7200, udp: 20, udp_stream: 90}
 """
-NETFIX = {EST: "3600", CW: "7200", UDP: "20", UDPS: "90"}
+APPLIED = {EST: "3600", CW: "7200", UDP: "20", UDPS: "90"}
 
 # A kube-proxy stand-in: `--version` like the real binary; otherwise it takes the real
 # conntrack flags or a KubeProxyConfiguration (--config wins), writes the per-namespace
@@ -176,14 +176,14 @@ def test_kube_proxy_versions_planned_applied_and_drift_named(lab, tmp_path, case
         assert f"kube-proxy {case.version} at start" in table and "wins:" in table
 
         lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", NODE)
-        assert {k: lab.sysctl(NODE, k) for k in TIMEOUTS} == NETFIX
+        assert {k: lab.sysctl(NODE, k) for k in TIMEOUTS} == APPLIED
         # kube-proxy "restarts": its start time must be after the transaction's, and
         # /proc/stat's btime counts whole seconds.
         lab.sh(NODE, f"kill -- -{pid}", check=False)
         time.sleep(1.5)
         pid = start_fake(lab, fake, case)
         live = {k: lab.sysctl(NODE, k) for k in TIMEOUTS}
-        predicted = {k: next((w["value"] for w in ch[k]["writers"] if w["wins"]), NETFIX[k])
+        predicted = {k: next((w["value"] for w in ch[k]["writers"] if w["wins"]), APPLIED[k])
                      for k in TIMEOUTS}
         assert live == predicted  # the plan's verdict is what the node ends with
 
