@@ -267,7 +267,9 @@ def annotate(changes: list[Change], facts: Facts) -> None:
             continue
         c.writers.append(Writer(NAME, When.START, str(w.value), kp.version or "unknown",
                                 kp.source, wins=w.writes))
-        c.wins = NAME if w.writes else "netfix"
+        # kube-proxy writes at start, after the boot-time appliers: if it writes, it wins;
+        # if not, whoever won before (netfix, or a boot writer another model named) stays.
+        c.wins = NAME if w.writes else (c.wins or "netfix")
         if w.writes:
             c.flag(OTHER_WRITER, NAME,
                    f"{kp.label} (pid {kp.pid}) writes {w.value} here at its next start and "
