@@ -8,7 +8,11 @@ round trip, and every change classified by why it exists:
                the node changes at its next reboot
 - edited       a file netfix manages no longer holds what netfix last wrote to it
 - shadowed     another sysctl.d file sorts later and wins at boot (the file is named)
-- other-writer another program (kube-proxy) will overwrite the value at its next start
+- other-writer another program (kube-proxy) will overwrite the value at its next start,
+               or already did: a live value equal to what a modelled writer writes names
+               that writer, its version and when it wrote (its process start time); when
+               it started after netfix's last apply of the key, the item is the conflict,
+               with the fix to make in the other writer's configuration
 - unconfirmed  a transaction applied with --confirm that was never confirmed
 - incomplete   a transaction that never finished (controller cut off mid-way) or whose
                undo failed: the node may hold part of it
@@ -27,14 +31,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netfix import engine, journal
+from netfix import engine, journal, writers
 from netfix.facts import Needs
 from netfix.inventory import Host
 from netfix.journal import Tx
-from netfix.plan import NOT_SETTABLE, OTHER_WRITER, SHADOWED, SKIP, UPDATE, Change, HostPlan
+from netfix.plan import (
+    NOT_SETTABLE,
+    OTHER_WRITER,
+    SHADOWED,
+    SKIP,
+    UPDATE,
+    Change,
+    HostPlan,
+    Writer,
+)
 from netfix.profile import Profile
 from netfix.status import INCOMPLETE as INCOMPLETE_TX
 from netfix.status import TxStatus
+from netfix.util import norm
 
 SCHEMA = "netfix-drift/v1"
 VERSION = 1
@@ -190,13 +204,58 @@ def _file_item(host: str, change: Change, current_b64: str | None, desired_b64: 
                      change.current, detail)
 
 
+def last_applied(txs: list[Tx]) -> dict[str, Tx]:
+    """target -> the last apply transaction (in force, not rolled back) that changed it."""
+    out: dict[str, Tx] = {}
+    for tx in txs:
+        if tx.kind == "apply" and tx.state in (TxStatus.APPLIED, TxStatus.UNCONFIRMED):
+            for step in tx.steps:
+                out[step.target] = tx
+    return out
+
+
+def stamp(epoch: float) -> str:
+    """Minute-precision UTC, as drift details print times."""
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(epoch))
+
+
+def _fix(change: Change, writer: Writer) -> str:
+    """The sentence of the writer's own other-writer reason that says what to set."""
+    text = next((r.message for r in change.reasons
+                 if r.code == OTHER_WRITER and r.detail == writer.name), "")
+    _, sep, fix = text.partition("; set ")
+    return f"set {fix}" if sep else f"configure {writer.name} to leave this key alone"
+
+
+def writer_item(host: str, c: Change, applied: Tx | None,
+                started: dict[str, float]) -> DriftItem | None:
+    """A live value equal to what a modelled writer writes: that writer put it there. If it
+    started after netfix's last apply of the key, the key flipped back: a conflict."""
+    w = next((w for w in c.writers
+              if w.value is not None and w.value == norm(c.current) != c.desired), None)
+    if w is None:
+        return None
+    who = f"{w.name} {w.version}" if w.version and w.version != "unknown" else w.name
+    start = started.get(w.name)
+    when = f" at {stamp(start)} (process start time)" if start else f" ({w.when})"
+    detail = f"{who} wrote {w.value}{when}"
+    if start and applied is not None and applied.time < start:
+        detail = (f"conflict: netfix set {c.desired} at {stamp(applied.time)} (transaction "
+                  f"{applied.id}), then {who} ({w.source}) started at {stamp(start)} and "
+                  f"wrote {w.value} back; {_fix(c, w)}, restart it, then netfix apply")
+    return DriftItem(host, c.knob, c.target, OTHER_WRITER_KIND, c.desired, c.current, detail)
+
+
 def classify(hp: HostPlan, record: journal.Journal | list[Tx],
-             checked_at: float | None = None) -> HostDrift:
-    """Turn one host's plan and journal into drift items (see the module doc for kinds)."""
+             checked_at: float | None = None,
+             started: dict[str, float] | None = None) -> HostDrift:
+    """Turn one host's plan and journal into drift items (see the module doc for kinds).
+    `started`: writer name -> its process start time (epoch), for naming who wrote a value."""
     if isinstance(record, list):
         record = journal.Journal(record)
     txs = record.txs
     written = last_written(txs)
+    applied = last_applied(txs)
     hd = HostDrift(hp.host, hp.profile, checked_at=checked_at or time.time())
     for c in hp.changes:
         hd.checked.append((c.knob, c.target))
@@ -211,7 +270,8 @@ def classify(hp: HostPlan, record: journal.Journal | list[Tx],
                 if op.kind == "file":
                     item = _file_item(hp.host, c, op.old, op.new, written.get(op.path))
                 else:
-                    item = DriftItem(hp.host, c.knob, c.target, LIVE, c.desired, c.current,
+                    item = writer_item(hp.host, c, applied.get(c.target), started or {}) \
+                        or DriftItem(hp.host, c.knob, c.target, LIVE, c.desired, c.current,
                                      "live value differs from the profile")
                 found.setdefault(item.kind, item)
         if SHADOWED in c.flags:
@@ -254,7 +314,10 @@ def check_host(host: Host, profile: Profile) -> HostDrift:
     try:
         hp, facts = engine.diff_host(
             host, profile, extra=Needs(scripts={"journal": journal.journal_script()}))
-        hd = classify(hp, journal.parse_journal(facts.scripts.get("journal", "")))
+        started = {w.NAME: t for w in writers.modules()
+                   if hasattr(w, "started") and (t := w.started(facts)) is not None}
+        hd = classify(hp, journal.parse_journal(facts.scripts.get("journal", "")),
+                      started=started)
     except Exception as e:
         # Whatever went wrong on this host (unreachable, not root, a torn read, a paramiko
         # error) is this host's error: it must neither stop the other hosts' checks nor

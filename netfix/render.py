@@ -73,9 +73,10 @@ def _rows(out: Out, rows: list[Change], notes: review.Footnotes, diffs: bool,
     cells = []
     for c in rows:
         shown_c = group.common_notes(c) if group else c
+        text = "; ".join(t for t in (writers_note(c), review.short_notes(shown_c, notes, diffs))
+                         if t)
         cells.append([ACTION_MARK[c.action], c.knob, c.target, _brief(c.current),
-                      _brief(c.desired), "" if c.boot is None else c.boot,
-                      review.short_notes(shown_c, notes, diffs)])
+                      _brief(c.desired), "" if c.boot is None else c.boot, text])
     lines = columns(["", "knob", "target", "current", "desired", "at boot",
                      "flags / notes"], cells, out.width, caps={2: 60, 3: 24, 4: 24, 5: 16})
     out.line(lines[0], "dim")
@@ -85,6 +86,16 @@ def _rows(out: Out, rows: list[Change], notes: review.Footnotes, diffs: bool,
         if not text.startswith(" "):
             row += 1
         out.line(text, styles[row])
+
+
+def writers_note(c: Change) -> str:
+    """The `wins` verdict as a flag and the other writers in one line: who writes what,
+    when, and whether it undoes netfix's value (the JSON has them as data)."""
+    if not c.writers:
+        return ""
+    who = ", ".join(f"{w.name} {w.version} at {w.when}: {w.value}"
+                    + ("" if w.wins else " (leaves netfix's)") for w in c.writers)
+    return f"wins:{c.wins or '?'} ({who})"
 
 
 def _brief(value: str | None) -> str:

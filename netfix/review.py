@@ -217,7 +217,10 @@ def signature(c: Change) -> tuple:
     """What makes two hosts' rows the same change: target, values, flags and the exact
     steps (so a diff shown once for a group is true for every host in it)."""
     return (c.knob, c.target, c.action, c.current, c.desired, c.boot, tuple(c.flags),
-            tuple((o.kind, o.path, o.old, o.new, o.set) for o in c.ops))
+            tuple((o.kind, o.path, o.old, o.new, o.set) for o in c.ops),
+            # the table prints who writes what: hosts with another writer version differ
+            # (not the pid, which is every host's own)
+            c.wins, tuple((w.name, w.version, w.when, w.value, w.wins) for w in c.writers))
 
 
 def shown(change: Change, verbose: bool) -> bool:

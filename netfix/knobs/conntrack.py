@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 
-from netfix import sh
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
-from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SKIP, Change, Op
+from netfix.plan import NOT_SETTABLE, OK, SKIP, Change, Op
 from netfix.sysctlfiles import ABSENT_NOTE, file_change, persist_needs, sysctl_changes
 from netfix.util import norm
 
@@ -31,6 +30,7 @@ COUNT = "net.netfilter.nf_conntrack_count"
 NOT_LOADED = ("not settable here: nf_conntrack is not loaded on this node; load it "
               "(modprobe nf_conntrack - kube-proxy does when it starts) and plan again")
 ENTRY_BYTES, BUCKET_BYTES = 304, 8  # nf_conntrack slab objsize, one hlist head
+RAISE_ONLY = "raise-only"  # conntrack.buckets: max(current, max/4), as kube-proxy does
 
 _P = "net.netfilter.nf_conntrack_"
 TIMEOUTS = {
@@ -48,10 +48,6 @@ TIMEOUTS = {
     "icmp": _P + "icmp_timeout",
 }
 _TIMEOUT_FIELDS = {key: name for name, key in TIMEOUTS.items()}  # sysctl -> timeouts field
-
-# The kube-proxy process (if any), its flags and config file (netfix/sh/kube-proxy.sh).
-KUBE_PROXY = sh.load("kube-proxy.sh").rstrip("\n")
-
 
 def buckets_for(max_entries: int) -> int:
     """The 4:1 rule kube-proxy also uses: about four entries per hash chain."""
@@ -73,14 +69,20 @@ def field_for_sysctl(key: str) -> str | None:
 
 
 def check_profile(data: dict) -> list[tuple[str, tuple]]:
-    """Buckets only as max/4 of an explicit max, and no conntrack key under `sysctl:`
-    (this section owns them). (message, field path) pairs, for the profile's checks."""
+    """Buckets only as max/4 of an explicit max (or `raise-only` beside any max), and no
+    conntrack key under `sysctl:` (this section owns them). (message, field path) pairs,
+    for the profile's checks."""
     problems: list[tuple[str, tuple]] = []
     section = data.get(SECTION) or {}
     if "buckets" in section:
         buckets, max_ = section["buckets"], section.get("max")
         where = (SECTION, "buckets")
-        if max_ == "auto":
+        if buckets == RAISE_ONLY:
+            if max_ is None:
+                problems.append((
+                    f"{RAISE_ONLY} without conntrack.max: set max (a number or auto); "
+                    "buckets then become max(current, max/4)", where))
+        elif max_ == "auto":
             problems.append((
                 f"{buckets} cannot be combined with conntrack.max auto: the buckets are "
                 "derived from the computed max (max/4); remove buckets", where))
@@ -108,7 +110,6 @@ def needs(section: dict, ctx: Context) -> Needs:
     n = persist_needs(keys, PERSIST)
     n.paths.add(HASHSIZE)
     n.files |= {MODPROBE, MODULES_LOAD}
-    n.scripts["kube-proxy"] = KUBE_PROXY
     return n
 
 
@@ -145,13 +146,13 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
     max_, why = desired_max(section, facts)
     # Without the module no key exists: say that, and what to do, on every row.
     absent = ABSENT_NOTE if facts.sysctl(COUNT).exists else NOT_LOADED
-    buckets = int(section.get("buckets", buckets_for(max_))) if max_ else None
+    buckets, rule = desired_buckets(section, max_, facts) if max_ else (None, "")
     desired = {TIMEOUTS[k]: str(v) for k, v in section.get("timeouts", {}).items()}
     comments = {}
     extra: list[Change] = []
     if max_:
         desired[MAX] = str(max_)
-        comments[MAX] = f"{why}; buckets = max/4 = {buckets}"
+        comments[MAX] = f"{why}; buckets = {rule} = {buckets}"
         extra, bucket_key = _buckets(facts, buckets, absent)
         if bucket_key:
             desired[BUCKETS] = str(buckets)
@@ -172,8 +173,50 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
         if c.target == MAX and max_:
             c.notes.append(f"{why}; {pinned(max_)}")
             _add_usage(c, facts)
-    _kube_proxy(changes, facts)
+        elif c.target in (BUCKETS, HASHSIZE) and max_ and buckets:
+            note = shrink_note(facts, max_, buckets)
+            if note:
+                c.notes.append(note)
     return changes
+
+
+def current_buckets(facts: Facts) -> int | None:
+    for value in (facts.sysctl(BUCKETS).value, facts.value(HASHSIZE).value):
+        if value and norm(value).isdigit():
+            return int(norm(value))
+    return None
+
+
+def desired_buckets(section: dict, max_: int, facts: Facts) -> tuple[int, str]:
+    """(buckets, the rule that gave them): exact 4:1 by default; `raise-only` keeps a larger
+    table the node already has (kube-proxy's rule: hashsize raised to max/4 when smaller)."""
+    given = section.get("buckets")
+    if given == RAISE_ONLY:
+        cur = current_buckets(facts) or 0
+        return max(cur, buckets_for(max_)), "max(current, max/4)"
+    if given is not None:
+        return int(given), "max/4"
+    return buckets_for(max_), "max/4"
+
+
+def _kernel_at_least(kernel: str, want: tuple[int, int]) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", kernel or "")
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= want
+
+
+def shrink_note(facts: Facts, max_: int, buckets: int) -> str:
+    """When 4:1 makes the hash table smaller than it is: the lookup and memory effect, so
+    the row says what lowering buckets costs (kernels >= 5.15 default to buckets = max)."""
+    cur = current_buckets(facts)
+    if not cur or buckets >= cur:
+        return ""
+    default = (" (since kernel 5.15 the default is buckets = max)"
+               if _kernel_at_least(facts.kernel, (5, 15)) else "")
+    saved = (cur - buckets) * BUCKET_BYTES
+    return (f"lowers buckets from {cur} to {buckets}{default}: a full table of {max_} entries "
+            f"then has {max_ / buckets:g} entries per chain instead of {max_ / cur:g} (longer "
+            f"lookups) to save {saved / 2**20:.1f} MiB of bucket heads; "
+            f"conntrack.buckets: {RAISE_ONLY} keeps {cur}")
 
 
 def _buckets(facts: Facts, buckets: int, absent: str) -> tuple[list[Change], bool]:
@@ -203,76 +246,3 @@ def _add_usage(change: Change, facts: Facts) -> None:
         pct = 100 * int(count) / int(current)
         warn = " - above 75%: the table is close to dropping packets" if pct >= 75 else ""
         change.notes.append(f"in use now: {count} of {current} ({pct:.0f}%){warn}")
-
-
-def _duration(text: str) -> int | None:
-    """Go durations as kube-proxy takes them: 24h0m0s, 86400s, 1h."""
-    text = text.strip().strip("'\"")
-    if text.isdigit():
-        return int(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text)
-    if not parts:
-        return None
-    mult = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return int(sum(float(n) * mult[u] for n, u in parts))
-
-
-def kube_proxy_settings(output: str, cpus: int) -> dict | None:
-    """What kube-proxy will write at its next start: {pid, max, tcp_established, ...}."""
-    if not output.strip():
-        return None
-    conf: dict[str, str] = {}
-    pid = ""
-    flags = {"--conntrack-max-per-core": "maxPerCore", "--conntrack-min": "min",
-             "--conntrack-tcp-timeout-established": "tcpEstablishedTimeout",
-             "--conntrack-tcp-timeout-close-wait": "tcpCloseWaitTimeout"}
-    in_conntrack = False
-    for line in output.splitlines():
-        if line.startswith("PID "):
-            pid = line[4:].strip()
-        elif line.startswith("ARG --"):
-            name, _, value = line[4:].partition("=")
-            if name in flags:
-                conf.setdefault(flags[name], value)
-        elif line.startswith("| "):
-            # The config is YAML, but a full parser for four keys of one section would pull
-            # pyyaml into the fact path; indentation tells where `conntrack:` ends.
-            body = line[2:]
-            if re.match(r"^conntrack:\s*$", body):
-                in_conntrack = True
-            elif in_conntrack and body[:1] not in (" ", "\t") and body.strip():
-                in_conntrack = False
-            elif in_conntrack:
-                m = re.match(r"^\s+(\w+):\s*(\S*)", body)
-                if m:
-                    conf[m.group(1)] = m.group(2)  # config file beats flags
-    per_core = int(_duration(conf.get("maxPerCore", "32768")) or 0)
-    floor = int(_duration(conf.get("min", "131072")) or 0)
-    est = _duration(conf.get("tcpEstablishedTimeout", "86400"))
-    close_wait = _duration(conf.get("tcpCloseWaitTimeout", "3600"))
-    return {
-        "pid": pid,
-        "max": max(per_core * cpus, floor) if per_core else None,
-        "per_core": per_core,
-        "min": floor,
-        "tcp_established": est or None,
-        "tcp_close_wait": close_wait or None,
-    }
-
-
-def _kube_proxy(changes: list[Change], facts: Facts) -> None:
-    kp = kube_proxy_settings(facts.scripts.get("kube-proxy", ""), facts.cpus)
-    if not kp:
-        return
-    their_buckets = buckets_for(kp["max"]) if kp["max"] else None
-    writes = {MAX: kp["max"], BUCKETS: their_buckets, HASHSIZE: their_buckets,
-              TIMEOUTS["tcp_established"]: kp["tcp_established"],
-              TIMEOUTS["tcp_close_wait"]: kp["tcp_close_wait"]}
-    for c in changes:
-        theirs = writes.get(c.target)
-        if theirs is None or c.desired is None or str(theirs) == c.desired:
-            continue
-        fix = ("conntrack.maxPerCore: 0" if c.target in (MAX, BUCKETS, HASHSIZE)
-               else "its conntrack tcp timeouts to 0s")
-        c.flag(OTHER_WRITER, "kube-proxy", f"kube-proxy (pid {kp['pid']}) writes {theirs} here "
-               f"at its next start and undoes this; set {fix} in kube-proxy's config")

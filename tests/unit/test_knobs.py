@@ -9,6 +9,7 @@ from netfix.knobs import Context, conntrack, sysctl
 from netfix.plan import NOT_SETTABLE, OK, OTHER_WRITER, SHADOWED, SKIP, UPDATE
 from netfix.sysctlfiles import resolve
 from netfix.util import normalize_key, sysctl_path
+from netfix.writers import kubeproxy
 
 CTX = Context("test")
 
@@ -142,15 +143,20 @@ CONFIG /var/lib/kube-proxy/config.conf
 
 
 def test_kube_proxy_config_beats_flags_and_is_flagged():
-    kp = conntrack.kube_proxy_settings(KP_OUTPUT, cpus=4)
-    assert kp == {"pid": "4242", "max": 262144, "per_core": 65536, "min": 131072,
-                  "tcp_established": 86400, "tcp_close_wait": None}
+    # The model lives in netfix/writers/kubeproxy.py (tests/unit/test_writer_kubeproxy.py);
+    # this keeps the knob + writer pair honest on the conntrack rows.
+    kp = kubeproxy.parse(KP_OUTPUT)
+    assert kubeproxy.conntrack_max(kp, cpus=4) == 262144 and kp.pid == "4242"
+    assert (kp.settings["tcpEstablishedTimeout"], kp.settings["tcpCloseWaitTimeout"]) == \
+        ("24h0m0s", "0s")
     f = facts({conntrack.MAX: ("131072", True), conntrack.BUCKETS: ("32768", True),
                conntrack.TIMEOUTS["tcp_established"]: ("432000", True),
                conntrack.TIMEOUTS["tcp_close_wait"]: ("60", True)},
               scripts={"kube-proxy": KP_OUTPUT})
-    ch = by_target(conntrack.diff({"max": 524288, "timeouts": {"tcp_established": 3600,
-                                                                "tcp_close_wait": 60}}, f, CTX))
+    changes = conntrack.diff({"max": 524288, "timeouts": {"tcp_established": 3600,
+                                                          "tcp_close_wait": 60}}, f, CTX)
+    kubeproxy.annotate(changes, f)
+    ch = by_target(changes)
     assert OTHER_WRITER in ch[conntrack.MAX].flags
     assert "pid 4242" in " ".join(ch[conntrack.MAX].notes)
     assert OTHER_WRITER in ch[conntrack.TIMEOUTS["tcp_established"]].flags
@@ -158,8 +164,8 @@ def test_kube_proxy_config_beats_flags_and_is_flagged():
 
 
 def test_kube_proxy_max_per_core_zero_leaves_max_alone():
-    kp = conntrack.kube_proxy_settings("PID 1\nARG kube-proxy\nARG --conntrack-max-per-core=0\n", 4)
-    assert kp["max"] is None
+    kp = kubeproxy.parse("PID 1\nARG kube-proxy\nARG --conntrack-max-per-core=0\n")
+    assert kubeproxy.conntrack_max(kp, 4) == 0
 
 
 def test_parse_recorded_fact_output():

@@ -29,6 +29,7 @@ from netfix.journal import Step, Tx
 from netfix.knobs import Context, conntrack, sysctl
 from netfix.plan import HostPlan
 from netfix.util import sysctl_path
+from netfix.writers import kubeproxy
 
 ROOT = Path(__file__).resolve().parents[2]
 JUNIT_XSD = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd"))
@@ -68,6 +69,7 @@ CONNTRACK = {"max": 524288, "timeouts": {"tcp_established": 3600, "udp": 15}}
 
 def host_plan(f: Facts) -> HostPlan:
     changes = sysctl.diff(SYSCTL, f, CTX) + conntrack.diff(CONNTRACK, f, CTX)
+    kubeproxy.annotate(changes, f)  # the writer model runs after the knobs, as in the engine
     return HostPlan("n1", "test", changes)
 
 
