@@ -15,3 +15,10 @@ def agent(ctx: click.Context) -> None:
     Without a subcommand: the loop (filled in by netfix/agent.py)."""
     if ctx.invoked_subcommand is None:
         raise click.UsageError("not built yet")
+
+
+# install, uninstall, manifests (netfix/agentdeploy.py imports only click at its top too).
+from netfix.agentdeploy import install, manifests_cmd, uninstall  # noqa: E402
+
+for _cmd in (install, uninstall, manifests_cmd):
+    agent.add_command(_cmd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -547,3 +548,158 @@ def test_doctor_reports_a_memory_cgroup_oom_kill(vm):
     assert oom["severity"] == "warning" and rc == 2
     DOCTOR["oom"] = oom["summary"]
     print(f"\ndoctor on the VM: {json.dumps(DOCTOR)}")
+
+
+# --------------------------------------------------------------------------------------
+# netfix agent install / uninstall (systemd): the agent put on the VM node from the
+# controller (netfix/agentdeploy.py), its sandbox, a reboot, and an uninstall that leaves
+# the node's files byte-identical.
+#
+# AGENT_LOOP: whether `netfix agent --profile ...` (the loop, netfix/agent.py) is on this
+# branch. Without it the unit runs netfix's code and exits with netfix's usage error, which
+# is what the tests check then; with it they check the unit is active and that a value
+# changed by hand is back within one interval, as a transaction. The lead sets it to True
+# when the loop is merged.
+AGENT_LOOP = False
+AGENT_PROFILE = str(Path(__file__).resolve().parents[1] / "data" / "agent-vm.yaml")
+AGENT_INTERVAL = 5
+AGENT_RUN = "/usr/bin/python3 -I -B /opt/netfix/run.py"
+# Everything but the kernel's and the runtime's trees, logs, netfix's own journal and the
+# state systemd and the kernel keep across a reboot by themselves.
+SNAPSHOT = (
+    "find / -xdev \\( -path /proc -o -path /sys -o -path /run -o -path /dev -o -path /tmp "
+    "-o -path /var/tmp -o -path /var/log -o -path /var/lib/netfix -o -path /var/lib/systemd "
+    "-o -path /var/cache \\) -prune -o -printf '%y %m %u %g %p %l\\n' | sort > /root/.snap; "
+    "find /etc /opt /usr/local /var/lib -xdev \\( -path /var/lib/netfix -o -path "
+    "/var/lib/systemd \\) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
+    ">> /root/.snap; sha256sum < /root/.snap; rm -f /root/.snap"
+)
+AGENT: dict[str, str] = {}
+
+
+def unit_props(vm) -> list[str]:
+    """The hardening of the installed unit as systemd-run properties (its [Service]
+    settings other than how it starts and restarts)."""
+    text = vm.sh("cat /etc/systemd/system/netfix-agent.service")
+    service = text.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    skip = ("ExecStart", "Type", "Restart", "RestartSec", "WorkingDirectory")
+    props = [ln for ln in service.splitlines() if "=" in ln and not ln.startswith("#")]
+    return [p for p in props if p.split("=", 1)[0] not in skip]
+
+
+def sandboxed(vm, args: str) -> subprocess.CompletedProcess:
+    props = " ".join("-p " + shlex.quote(p) for p in unit_props(vm))
+    return vm._vm.vm_exec(f"systemd-run --quiet --wait --pipe --collect {props} "
+                          f"{AGENT_RUN} {args}", vm.dir, check=False, timeout=300)
+
+
+def test_agent_install_from_the_controller(vm):
+    # The node starts converged on nothing in particular; what install and uninstall do to
+    # its files is measured against this.
+    assert vm.sh("command -v python3").strip() == "/usr/bin/python3"
+    AGENT["before"] = vm.sh(SNAPSHOT).split()[0]
+    t0 = time.monotonic()
+    p = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, "--mode", "enforce",
+                  "--interval", str(AGENT_INTERVAL))
+    TIMINGS["agent_install_seconds"] = round(time.monotonic() - t0, 1)
+    assert "netfix-agent.service enabled and started" in p.stdout, p.stdout
+    assert vm.sh(f"{AGENT_RUN} --version").strip() == "netfix, version 0.1.0"
+    assert vm.sh("systemctl is-enabled netfix-agent.service").strip() == "enabled"
+    # One transaction in the journal, visible from the controller like any apply.
+    hist = vm.netfix("history", "--json").stdout
+    assert "agent-install" in hist or "/opt/netfix/run.py" in hist, hist[:2000]
+    # A second install is refused, nothing changed.
+    again = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, check_rc=1)
+    assert "uninstall" in again.stdout + again.stderr
+
+
+def test_agent_unit_verifies_and_its_exposure_is_measured(vm):
+    p = vm._vm.vm_exec("systemd-analyze verify /etc/systemd/system/netfix-agent.service",
+                       vm.dir, check=False)
+    assert p.returncode == 0 and "netfix-agent" not in p.stderr, p.stderr
+    sec = vm.sh("systemd-analyze security --no-pager netfix-agent.service", check=False)
+    m = re.search(r"Overall exposure level for netfix-agent.service:\s*([\d.]+)", sec)
+    assert m, sec[-2000:]
+    TIMINGS["agent_exposure"] = float(m.group(1))
+    # ProtectSystem=strict, NoNewPrivileges, the private /tmp and the rest count: the
+    # default for a root service is 9.6 ("UNSAFE").
+    assert float(m.group(1)) < 9.6, sec[-2000:]
+
+
+def test_agent_unit_runs_netfix(vm):
+    deadline = time.monotonic() + 120
+    state = ""
+    while time.monotonic() < deadline:
+        state = vm.sh("systemctl is-active netfix-agent.service", check=False).strip()
+        log = vm.sh("journalctl -u netfix-agent.service -o cat --no-pager", check=False)
+        if (state == "active") if AGENT_LOOP else ("Usage: run.py" in log):
+            break
+        time.sleep(2)
+    if AGENT_LOOP:
+        assert state == "active", state
+    else:  # netfix's own CLI answered: the bundle imports and runs under the unit
+        assert "Usage: run.py agent" in log, log[-2000:]
+
+
+def test_agent_sandbox_lets_netfix_apply_and_roll_back(vm):
+    """The unit's hardening (ProtectSystem=strict with its ReadWritePaths, ...) is the one
+    netfix works under: an apply (sysctls, sysctl.d, modprobe.d, the NIC boot unit, the
+    irqbalance config and restart) and its rollback, run by systemd-run with the unit's
+    own settings."""
+    p = sandboxed(vm, f"apply --yes --profile /etc/netfix/agent/{Path(AGENT_PROFILE).stem}"
+                      ".yaml")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert vm.sysctls([MAX])[MAX] == "262144"
+    assert vm.sh("cat /sys/class/net/" + vm.ifaces["virtio_net"] + "/tx_queue_len").strip() \
+        == "2500"
+    r = sandboxed(vm, "rollback --yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert vm.sysctls([MAX])[MAX] == vm.originals[MAX]
+
+
+def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
+    if not AGENT_LOOP:  # runs once the loop is merged (AGENT_LOOP above), never skipped then
+        return
+    vm.sh(f"sysctl -qw {MAX}=65536")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3 * AGENT_INTERVAL and vm.sysctls([MAX])[MAX] != "262144":
+        time.sleep(1)
+    TIMINGS["agent_enforce_seconds"] = round(time.monotonic() - t0, 1)
+    assert vm.sysctls([MAX])[MAX] == "262144"
+    assert time.monotonic() - t0 <= AGENT_INTERVAL + 5
+    hist = json.loads(vm.netfix("history", "--json").stdout)
+    assert "262144" in json.dumps(hist), hist
+
+
+def test_agent_starts_again_after_a_reboot(vm):
+    boot = vm.sh("cat /proc/sys/kernel/random/boot_id").strip()
+    vm.reboot()
+    assert vm.sh("cat /proc/sys/kernel/random/boot_id").strip() != boot
+    deadline = time.monotonic() + 120
+    log = state = ""
+    while time.monotonic() < deadline:
+        state = vm.sh("systemctl is-active netfix-agent.service", check=False).strip()
+        log = vm.sh("journalctl -b -u netfix-agent.service -o cat --no-pager", check=False)
+        if (state == "active") if AGENT_LOOP else ("Usage: run.py" in log):
+            break
+        time.sleep(2)
+    assert vm.sh("systemctl is-enabled netfix-agent.service").strip() == "enabled"
+    if AGENT_LOOP:
+        assert state == "active", state
+    else:  # started by systemd at boot (this boot's journal), ran netfix's code
+        assert "Usage: run.py agent" in log, log[-2000:]
+
+
+def test_agent_uninstall_leaves_the_files_byte_identical(vm):
+    t0 = time.monotonic()
+    p = vm.netfix("agent", "uninstall")
+    TIMINGS["agent_uninstall_seconds"] = round(time.monotonic() - t0, 1)
+    assert "stopped and removed" in p.stdout, p.stdout
+    assert vm.sh("systemctl is-enabled netfix-agent.service", check=False).strip() in (
+        "", "not-found")
+    assert vm.sh("ls -d /opt/netfix /etc/netfix/agent 2>&1 || true").count("No such") == 2
+    after = vm.sh(SNAPSHOT).split()[0]
+    assert after == AGENT["before"]
+    # Nothing left to uninstall: said so, not an error.
+    again = vm.netfix("agent", "uninstall")
+    assert "not installed" in again.stdout, again.stdout
