@@ -40,10 +40,15 @@ UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 KNOB = "agent-install"  # Step.knob of every step of an install transaction
 SERVICE_STEP = f"systemd:{UNIT}"
 
-# Needed by the controller only, never by the agent on its node (@local transport, JSON
-# logs): paramiko (SSH to other nodes), pyinfra (its connector), rich (terminal tables, and
-# pygments' 700 files with it). Leaving them out keeps the bundle at about 230 files.
-CONTROLLER_ONLY = frozenset({"paramiko", "pyinfra", "rich"})
+# Distributions left out of the bundle, and why: the agent never needs them on its node.
+LEFT_OUT = {
+    "paramiko": "SSH to other nodes: the agent's own node is @local",
+    "pyinfra": "the pyinfra connector, a controller's choice",
+    # rich draws the tables (kept: a person on the node gets the whole CLI); it imports
+    # these two only for syntax highlighting and Markdown, which netfix never asks for.
+    "pygments": "rich's syntax highlighting (700 files)",
+    "markdown-it-py": "rich's Markdown rendering",
+}
 SKIP_DIRS = frozenset({"__pycache__", "tests", "benchmarks"})
 # Optional accelerators whose package falls back to pure Python without them: PyYAML's
 # libyaml binding (2.5 MB, half the bundle; `yaml` imports without it).
@@ -100,8 +105,8 @@ def _key(name: str) -> str:
 
 
 def closure(root: str = "netfix") -> list[md.Distribution]:
-    """`root` and every distribution it requires (without extras, without CONTROLLER_ONLY
-    and what only they need), as installed here. A requirement not installed was excluded
+    """`root` and every distribution it requires (without extras, without LEFT_OUT and
+    what only they need), as installed here. A requirement not installed was excluded
     by its marker on this controller (python_version...): the node gets what runs here."""
     import importlib.metadata as md
 
@@ -109,7 +114,7 @@ def closure(root: str = "netfix") -> list[md.Distribution]:
     todo = [root]
     while todo:
         name = todo.pop()
-        if _key(name) in found or _key(name) in CONTROLLER_ONLY:
+        if _key(name) in found or _key(name) in LEFT_OUT:
             continue
         try:
             dist = md.distribution(name)
