@@ -70,6 +70,9 @@ WRITABLE = (
     "-/etc/udev/rules.d",  # 90-netfix-nic.rules (re-apply NIC settings on link add)
     "-/etc/default",  # irqbalance's banned CPUs on Debian/Ubuntu
     "-/etc/sysconfig",  # ... and on RHEL-likes
+    # `systemctl enable irqbalance` on Debian also runs update-rc.d for its SysV script,
+    # which links it in the runlevel dirs (seen on the VM node: "Read-only file system").
+    *(f"-/etc/rc{level}.d" for level in "0123456S"),
 )
 
 MODES = ("observe", "enforce")
@@ -228,7 +231,6 @@ def unit_text(args: AgentArgs, python: str = "/usr/bin/python3", tx_note: str = 
 # Written by `netfix agent install`{tx_note}; removed by `netfix agent uninstall`.
 [Unit]
 Description=netfix agent: keeps this node on its network profile ({args.mode})
-Documentation=https://github.com/netfix/netfix#run-it-on-every-node
 After=network-online.target
 Wants=network-online.target
 
@@ -250,6 +252,12 @@ ProtectKernelTunables=no
 # Off on purpose: the conntrack knob loads nf_conntrack (modprobe) for its sysctls to exist.
 ProtectKernelModules=no
 NoNewPrivileges=yes
+# What root may still do: network configuration (ip, ethtool, nft, net sysctls), the other
+# sysctls and tracefs (SYS_ADMIN), modprobe, kube-proxy's /proc/PID (PTRACE), the kernel
+# log (doctor), and files whatever their owner and mode (DAC, FOWNER, CHOWN).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_MODULE CAP_SYS_PTRACE CAP_SYSLOG \
+CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_CHOWN
+# Off on purpose (ProtectKernelLogs): the doctor reads the kernel log (drops, OOM kills).
 ProtectHome=yes
 PrivateTmp=yes
 ProtectControlGroups=yes
@@ -259,6 +267,7 @@ RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
+MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 # unix: systemctl; netlink: ip, ethtool, nft, link events; inet: the ethtool ioctls and
 # the metrics listener.
