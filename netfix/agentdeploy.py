@@ -370,7 +370,9 @@ def installed_tx(found) -> str | None:
     from netfix.status import TxStatus
 
     for tx in reversed(found.txs):
-        if tx.state is TxStatus.APPLIED and any(s.knob == KNOB for s in tx.steps):
+        # Not a rollback: uninstall's own transaction carries the same steps, inverted.
+        if (tx.kind == "apply" and tx.state is TxStatus.APPLIED
+                and any(s.knob == KNOB for s in tx.steps)):
             return tx.id
     return None
 

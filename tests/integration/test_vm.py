@@ -603,9 +603,13 @@ def sandboxed(vm, args: str) -> tuple[int, str]:
 
 
 def test_agent_install_from_the_controller(vm):
-    # The node starts converged on nothing in particular; what install and uninstall do to
-    # its files is measured against this.
+    # The node starts on the agent's profile, applied from the controller: what the agent
+    # then enforces are live values only, and what install and uninstall do to the node's
+    # files is measured against this.
     assert vm.sh("command -v python3").strip() == "/usr/bin/python3"
+    (applied,) = json.loads(vm.netfix("apply", "--yes", "--json", "--profile",
+                                      AGENT_PROFILE).stdout)
+    AGENT["apply"] = applied["tx"]
     AGENT["before"] = vm.sh(SNAPSHOT).split()[0]
     t0 = time.monotonic()
     p = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, "--mode", "enforce",
@@ -657,33 +661,49 @@ def test_agent_unit_runs_netfix(vm):
 
 
 def test_agent_sandbox_lets_netfix_apply_and_roll_back(vm):
-    """The unit's hardening (ProtectSystem=strict with its ReadWritePaths, ...) is the one
-    netfix works under: an apply (sysctls, sysctl.d, modprobe.d, the NIC boot unit, the
-    irqbalance config and restart) and its rollback, run by systemd-run with the unit's
-    own settings."""
-    rc, out = sandboxed(vm, "apply --yes --profile /etc/netfix/agent/"
-                            f"{Path(AGENT_PROFILE).stem}.yaml")
-    assert rc == 0 and "applied" in out, out
-    assert vm.sysctls([MAX])[MAX] == "262144"
-    assert vm.sh("cat /sys/class/net/" + vm.ifaces["virtio_net"] + "/tx_queue_len").strip() \
-        == "2500"
-    rc, out = sandboxed(vm, "rollback --yes")
-    assert rc == 0 and "rolled" in out.lower(), out
-    assert vm.sysctls([MAX])[MAX] == vm.originals[MAX]
+    """The unit's hardening (ProtectSystem=strict with its ReadWritePaths, the capability
+    bounding set, ...) is the one netfix works under: the rollback of the controller's apply
+    and the same apply again (sysctls, sysctl.d, modprobe.d, modules-load.d, the NIC boot
+    unit and udev rule, irqbalance's config, enable and restart), each run with the unit's
+    own settings. The agent is stopped meanwhile, so it cannot race them."""
+    vm.sh("systemctl stop netfix-agent.service")
+    try:
+        rc, out = sandboxed(vm, f"rollback --yes --tx {AGENT['apply']}")
+        assert rc == 0 and "rolled-back" in out, out
+        assert vm.sysctls([MAX])[MAX] == vm.originals[MAX]
+        assert vm.sh("ls /etc/sysctl.d/90-netfix-conntrack.conf 2>&1 || true").count("No such")
+        assert vm.irq_state()["enabled"] == "disabled"
+        rc, out = sandboxed(vm, "apply --yes --profile /etc/netfix/agent/"
+                                f"{Path(AGENT_PROFILE).stem}.yaml")
+        assert rc == 0 and "applied" in out, out
+        assert vm.sysctls([MAX])[MAX] == "262144"
+        assert vm.sh(f"cat /sys/class/net/{vm.ifaces['virtio_net']}/tx_queue_len").strip() \
+            == "2500"
+        assert vm.irq_state() == WANT_IRQ
+    finally:
+        vm.sh("systemctl start netfix-agent.service")
 
 
 def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
-    if not AGENT_LOOP:  # runs once the loop is merged (AGENT_LOOP above), never skipped then
-        return
+    """With the loop: conntrack max changed by hand is back within one interval, recorded
+    as a transaction. Without it (AGENT_LOOP False) the same wait shows the value left as
+    changed: nothing else on the node sets it back, so the check above proves the agent."""
+    before = {t["id"] for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]}
+    vm.sh(f"sysctl -qw {MAX}=262144")  # as the profile says, then changed by hand
     vm.sh(f"sysctl -qw {MAX}=65536")
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 3 * AGENT_INTERVAL and vm.sysctls([MAX])[MAX] != "262144":
+    while time.monotonic() - t0 < AGENT_INTERVAL + 10 and vm.sysctls([MAX])[MAX] == "65536":
         time.sleep(1)
+    after = json.loads(vm.netfix("history", "--json").stdout)["vm1"]
+    new = [t for t in after if t["id"] not in before]
+    if not AGENT_LOOP:
+        assert vm.sysctls([MAX])[MAX] == "65536" and not new, new
+        vm.sh(f"sysctl -qw {MAX}={vm.originals[MAX]}")
+        return
     TIMINGS["agent_enforce_seconds"] = round(time.monotonic() - t0, 1)
     assert vm.sysctls([MAX])[MAX] == "262144"
     assert time.monotonic() - t0 <= AGENT_INTERVAL + 5
-    hist = json.loads(vm.netfix("history", "--json").stdout)
-    assert "262144" in json.dumps(hist), hist
+    assert new and all(t["status"].startswith("applied") for t in new), new
 
 
 def test_agent_starts_again_after_a_reboot(vm):

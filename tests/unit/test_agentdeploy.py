@@ -124,3 +124,19 @@ def test_install_needs_an_inventory_and_a_profile():
     p = subprocess.run([str(Path(sys.executable).with_name("netfix")), "agent", "install"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--inventory" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_uninstall_finds_the_install_not_its_own_rollback():
+    from netfix import journal
+    from netfix.journal import Journal, Step, Tx
+
+    steps = [Step("file", ad.UNIT_PATH, None, "eA==", knob=ad.KNOB, target=ad.UNIT_PATH)]
+    install = Tx("20260101T000000Z-aaaaaa", "apply", "vm1", "p", steps, status="applied")
+    undo = journal.inverse(install, "20260101T000100Z-bbbbbb")
+    undo.status = "applied"
+    other = Tx("20260101T000200Z-cccccc", "apply", "vm1", "p",
+               [Step("value", "/proc/sys/x", "1", "2", knob="sysctl", target="x")],
+               status="applied")
+    assert ad.installed_tx(Journal([install, other])) == install.id
+    install.status = f"rolled-back {undo.id}"
+    assert ad.installed_tx(Journal([install, undo, other])) is None
