@@ -574,7 +574,8 @@ SNAPSHOT = (
     "/var/lib/systemd \\) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
     ">> /root/.snap; sha256sum < /root/.snap; rm -f /root/.snap"
 )
-AGENT: dict[str, str] = {}
+AGENT: dict = {}
+CT_CONF = "/etc/sysctl.d/90-netfix-conntrack.conf"
 
 
 SANDBOX_UNIT = "/etc/systemd/system/netfix-sandbox-test.service"
@@ -607,6 +608,10 @@ def test_agent_install_from_the_controller(vm):
     # then enforces are live values only, and what install and uninstall do to the node's
     # files is measured against this.
     assert vm.sh("command -v python3").strip() == "/usr/bin/python3"
+    # What the tests before left (the whole file shares one VM): the rollback below must
+    # come back to exactly this.
+    AGENT["pre"] = {"max": vm.sysctls([MAX])[MAX], "irq": vm.irq_state()["enabled"],
+                    "ct": vm.sh(f"cat {CT_CONF} 2>/dev/null || echo absent")}
     (applied,) = json.loads(vm.netfix("apply", "--yes", "--json", "--profile",
                                       AGENT_PROFILE).stdout)
     AGENT["apply"] = applied["tx"]
@@ -670,9 +675,9 @@ def test_agent_sandbox_lets_netfix_apply_and_roll_back(vm):
     try:
         rc, out = sandboxed(vm, f"rollback --yes --tx {AGENT['apply']}")
         assert rc == 0 and "rolled-back" in out, out
-        assert vm.sysctls([MAX])[MAX] == vm.originals[MAX]
-        assert vm.sh("ls /etc/sysctl.d/90-netfix-conntrack.conf 2>&1 || true").count("No such")
-        assert vm.irq_state()["enabled"] == "disabled"
+        assert vm.sysctls([MAX])[MAX] == AGENT["pre"]["max"] != "262144"
+        assert vm.sh(f"cat {CT_CONF} 2>/dev/null || echo absent") == AGENT["pre"]["ct"]
+        assert vm.irq_state()["enabled"] == AGENT["pre"]["irq"]
         rc, out = sandboxed(vm, "apply --yes --profile /etc/netfix/agent/"
                                 f"{Path(AGENT_PROFILE).stem}.yaml")
         assert rc == 0 and "applied" in out, out
@@ -698,7 +703,7 @@ def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
     new = [t for t in after if t["id"] not in before]
     if not AGENT_LOOP:
         assert vm.sysctls([MAX])[MAX] == "65536" and not new, new
-        vm.sh(f"sysctl -qw {MAX}={vm.originals[MAX]}")
+        vm.sh(f"sysctl -qw {MAX}=262144")  # as the node's profile has it
         return
     TIMINGS["agent_enforce_seconds"] = round(time.monotonic() - t0, 1)
     assert vm.sysctls([MAX])[MAX] == "262144"
@@ -723,6 +728,9 @@ def test_agent_starts_again_after_a_reboot(vm):
         assert state == "active", state
     else:  # started by systemd at boot (this boot's journal), ran netfix's code
         assert "Usage: run.py agent" in log, log[-2000:]
+    # Converged: nothing left to do for the agent's profile.
+    plan = vm.plan("--profile", AGENT_PROFILE)
+    assert not [t for t, c in plan.items() if c["action"] == "update"], plan
 
 
 def test_agent_uninstall_leaves_the_files_byte_identical(vm):
