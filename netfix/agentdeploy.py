@@ -51,7 +51,7 @@ LEFT_OUT = {
 }
 SKIP_DIRS = frozenset({"__pycache__", "tests", "benchmarks"})
 # Optional accelerators whose package falls back to pure Python without them: PyYAML's
-# libyaml binding (2.5 MB, half the bundle; `yaml` imports without it).
+# libyaml binding (2.5 MB; `yaml` imports without it).
 SKIP_FILES = re.compile(r"^(yaml/_yaml\.[^/]*\.so|_yaml/.*)$")
 
 # Every path the agent writes besides /proc/sys and /sys (see the knobs): the unit's
@@ -125,7 +125,7 @@ def closure(root: str = "netfix") -> list[md.Distribution]:
             continue
         found[_key(name)] = dist
         for req in dist.requires or []:
-            if "extra ==" in req.replace("extra==", "extra =="):
+            if re.search(r"\bextra\s*==", req):  # only with an extra netfix does not ask for
                 continue
             m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req)
             if m:
