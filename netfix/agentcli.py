@@ -73,3 +73,10 @@ def agent(ctx: click.Context, profile: str | None, mode: str, interval: float,
     except OSError as e:
         raise click.ClickException(f"cannot start the agent: {e}") from None
     ctx.exit(code)
+
+
+# install, uninstall, manifests (netfix/agentdeploy.py imports only click at its top too).
+from netfix.agentdeploy import install, manifests_cmd, uninstall  # noqa: E402
+
+for _cmd in (install, uninstall, manifests_cmd):
+    agent.add_command(_cmd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,9 @@ PACKAGES = (
     "kmod",
     "procps",
     "initramfs-tools",
+    # netfix agent install (netfix/agentdeploy.py) runs the agent on the distribution's
+    # Python, as on every Debian/Ubuntu cloud image (cloud-init needs it).
+    "python3",
 )
 # Fixed MACs so systemd-networkd can match each NIC without knowing its kernel name.
 MAC_E1000E = "52:54:00:4e:46:01"
@@ -240,8 +244,15 @@ def _remove_build(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def image_name() -> str:
+    """The cached image's dir name, keyed by what debootstrap installs: a change to the
+    package list builds a new image instead of booting a stale one."""
+    key = hashlib.sha256(f"{SUITE} {' '.join(PACKAGES)}".encode()).hexdigest()[:12]
+    return f"image-{key}"
+
+
 def image_ready(cache_dir: Path = DEFAULT_CACHE) -> bool:
-    return all((Path(cache_dir) / "image" / f).exists() for f in IMAGE_FILES)
+    return all((Path(cache_dir) / image_name() / f).exists() for f in IMAGE_FILES)
 
 
 def _configure_rootfs(root: Path, work: Path, say: Progress) -> None:
@@ -314,7 +325,7 @@ def build_image(cache_dir: Path = DEFAULT_CACHE, progress: Progress | None = Non
     """Build the cached base image once; return its dir (rootfs.img, vmlinuz, initrd.img)."""
     say = progress or (lambda _m: None)
     cache_dir = Path(cache_dir).absolute()
-    final = cache_dir / "image"
+    final = cache_dir / image_name()
     if image_ready(cache_dir):
         return final
     _need_root()
@@ -387,7 +398,7 @@ def build_image(cache_dir: Path = DEFAULT_CACHE, progress: Progress | None = Non
 
 
 def image_meta(cache_dir: Path = DEFAULT_CACHE) -> dict:
-    return json.loads((Path(cache_dir) / "image" / "image.json").read_text())
+    return json.loads((Path(cache_dir) / image_name() / "image.json").read_text())
 
 
 # ---------------------------------------------------------------------------- running
@@ -827,7 +838,7 @@ def vm_reboot(
     if info is None:
         raise NetfixError(f"vm: no VM running for {lab_dir}")
     tools = _need_tools(RUN_TOOLS, "run")
-    image = Path(info.image) if info.image else Path(DEFAULT_CACHE) / "image"
+    image = Path(info.image) if info.image else Path(DEFAULT_CACHE) / image_name()
     old = _boot_id(lab_dir, info.port)
     t0 = time.monotonic()
     say("vm: powering off")

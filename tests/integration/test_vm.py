@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -643,3 +644,189 @@ def test_link_file_against_netfix_rings_plan_says_netfix_and_reboot_agrees(vm, t
               f"ethtool -G {e1000e} rx {rx} tx {tx} 2>/dev/null || true")
     assert vm.nic_state()["e1000e rings"] == before
     assert vm.sh(f"ls {LINK_FILE} 2>/dev/null || true").strip() == ""
+
+
+# --------------------------------------------------------------------------------------
+# netfix agent install / uninstall (systemd): the agent put on the VM node from the
+# controller (netfix/agentdeploy.py), its sandbox, a reboot, and an uninstall that leaves
+# the node's files byte-identical.
+
+AGENT_PROFILE = str(Path(__file__).resolve().parents[1] / "data" / "agent-vm.yaml")
+AGENT_INTERVAL = 5
+AGENT_RUN = "/usr/bin/python3 -I -B /opt/netfix/run.py"
+# Everything but the kernel's and the runtime's trees, logs, netfix's own journal and the
+# state systemd and the kernel keep across a reboot by themselves.
+SNAPSHOT = (
+    "find / -xdev \\( -path /proc -o -path /sys -o -path /run -o -path /dev -o -path /tmp "
+    "-o -path /var/tmp -o -path /var/log -o -path /var/lib/netfix -o -path /var/lib/systemd "
+    "-o -path /var/cache \\) -prune -o -printf '%y %m %u %g %p %l\\n' | sort > /root/.snap; "
+    "find /etc /opt /usr/local /var/lib -xdev \\( -path /var/lib/netfix -o -path "
+    "/var/lib/systemd \\) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
+    ">> /root/.snap; sha256sum < /root/.snap; rm -f /root/.snap"
+)
+AGENT: dict = {}
+CT_CONF = "/etc/sysctl.d/90-netfix-conntrack.conf"
+
+
+SANDBOX_UNIT = "/etc/systemd/system/netfix-sandbox-test.service"
+
+
+def sandboxed(vm, args: str) -> tuple[int, str]:
+    """Run `netfix ARGS` under the installed unit's own [Service] settings (its hardening),
+    as a oneshot unit next to it, removed again afterwards. (No systemd-run --wait --pipe:
+    it needs D-Bus, which the minbase VM, like many nodes, does not run.)"""
+    text = vm.sh("cat /etc/systemd/system/netfix-agent.service").split("[Install]")[0]
+    keep = [ln for ln in text.splitlines()
+            if not ln.startswith(("ExecStart=", "Type=", "Restart=", "RestartSec="))]
+    log = "/run/netfix-sandbox-test.log"  # /run: outside the file snapshot
+    unit = "\n".join(keep).replace("[Service]", f"[Service]\nType=oneshot\n"
+                                    f"ExecStart={AGENT_RUN} {args}\n"
+                                    f"StandardOutput=truncate:{log}") + "\n"
+    vm.sh(f"printf %s {shlex.quote(unit)} > {SANDBOX_UNIT} && systemctl daemon-reload")
+    try:
+        out = vm.sh(f"systemctl start netfix-sandbox-test.service; echo \"rc=$?\"; cat {log}",
+                    check=False)
+    finally:
+        vm.sh(f"rm -f {SANDBOX_UNIT} {log} && systemctl daemon-reload")
+    rc = re.search(r"^rc=(\d+)$", out, re.M)
+    assert rc, out
+    return int(rc.group(1)), out
+
+
+def test_agent_install_from_the_controller(vm):
+    # The node starts on the agent's profile, applied from the controller: what the agent
+    # then enforces are live values only, and what install and uninstall do to the node's
+    # files is measured against this.
+    assert vm.sh("command -v python3").strip() == "/usr/bin/python3"
+    # What the tests before left (the whole file shares one VM): the rollback below must
+    # come back to exactly this.
+    AGENT["pre"] = {"max": vm.sysctls([MAX])[MAX], "irq": vm.irq_state()["enabled"],
+                    "ct": vm.sh(f"cat {CT_CONF} 2>/dev/null || echo absent")}
+    (applied,) = json.loads(vm.netfix("apply", "--yes", "--json", "--profile",
+                                      AGENT_PROFILE).stdout)
+    AGENT["apply"] = applied["tx"]
+    AGENT["before"] = vm.sh(SNAPSHOT).split()[0]
+    t0 = time.monotonic()
+    p = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, "--mode", "enforce",
+                  "--interval", str(AGENT_INTERVAL), "--json")
+    TIMINGS["agent_install_seconds"] = round(time.monotonic() - t0, 1)
+    (res,) = json.loads(p.stdout)
+    assert res["ok"] and "netfix-agent.service enabled and started" in res["message"], res
+    assert vm.sh(f"{AGENT_RUN} --version").strip() == "netfix, version 0.1.0"
+    assert vm.sh("systemctl is-enabled netfix-agent.service").strip() == "enabled"
+    # One transaction in the node's journal, visible from the controller like any apply:
+    # every bundle file, the profile and the unit, then the service.
+    (tx,) = [t for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]
+             if t["id"] == res["tx"]]
+    assert tx["status"].startswith("applied") and tx["profile"] == "agent-vm", tx
+    TIMINGS["agent_install_steps"] = tx["steps"]
+    assert tx["steps"] > 100, tx
+    AGENT["tx"] = res["tx"]
+    # A second install is refused, nothing changed.
+    again = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, check_rc=1)
+    assert "uninstall" in again.stdout + again.stderr
+
+
+def test_agent_unit_verifies_and_its_exposure_is_measured(vm):
+    p = vm._vm.vm_exec("systemd-analyze verify /etc/systemd/system/netfix-agent.service",
+                       vm.dir, check=False)
+    assert p.returncode == 0 and "netfix-agent" not in p.stderr, p.stderr
+    sec = vm.sh("systemd-analyze security --no-pager netfix-agent.service", check=False)
+    m = re.search(r"Overall exposure level for netfix-agent.service:\s*([\d.]+)", sec)
+    assert m, sec[-2000:]
+    TIMINGS["agent_exposure"] = float(m.group(1))
+    # ProtectSystem=strict, NoNewPrivileges, the private /tmp and the rest count: the
+    # default for a root service is 9.6 ("UNSAFE").
+    assert float(m.group(1)) < 9.6, sec[-2000:]
+
+
+def test_agent_unit_runs_netfix(vm):
+    deadline = time.monotonic() + 120
+    state = ""
+    while time.monotonic() < deadline:
+        state = vm.sh("systemctl is-active netfix-agent.service", check=False).strip()
+        log = vm.sh("journalctl -u netfix-agent.service -o cat --no-pager", check=False)
+        if state == "active" and '"event": "plan"' in log:
+            break
+        time.sleep(2)
+    # the loop runs netfix's code under the unit and has planned at least once
+    assert state == "active" and '"event": "plan"' in log, (state, log[-2000:])
+
+
+def test_agent_sandbox_lets_netfix_apply_and_roll_back(vm):
+    """The unit's hardening (ProtectSystem=strict with its ReadWritePaths, the capability
+    bounding set, ...) is the one netfix works under: the rollback of the controller's apply
+    and the same apply again (sysctls, sysctl.d, modprobe.d, modules-load.d, the NIC boot
+    unit and udev rule, irqbalance's config, enable and restart), each run with the unit's
+    own settings. The agent is stopped meanwhile, so it cannot race them."""
+    vm.sh("systemctl stop netfix-agent.service")
+    try:
+        rc, out = sandboxed(vm, f"rollback --yes --tx {AGENT['apply']}")
+        assert rc == 0 and "rolled-back" in out, out
+        assert vm.sysctls([MAX])[MAX] == AGENT["pre"]["max"] != "262144"
+        assert vm.sh(f"cat {CT_CONF} 2>/dev/null || echo absent") == AGENT["pre"]["ct"]
+        assert vm.irq_state()["enabled"] == AGENT["pre"]["irq"]
+        rc, out = sandboxed(vm, "apply --yes --profile /etc/netfix/agent/"
+                                f"{Path(AGENT_PROFILE).stem}.yaml")
+        assert rc == 0 and "applied" in out, out
+        assert vm.sysctls([MAX])[MAX] == "262144"
+        assert vm.sh(f"cat /sys/class/net/{vm.ifaces['virtio_net']}/tx_queue_len").strip() \
+            == "2500"
+        assert vm.irq_state() == WANT_IRQ
+    finally:
+        vm.sh("systemctl start netfix-agent.service")
+
+
+def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
+    """conntrack max changed by hand is back within one interval, recorded as a transaction
+    (nothing else on the node sets it back: the agent did)."""
+    before = {t["id"] for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]}
+    vm.sh(f"sysctl -qw {MAX}=262144")  # as the profile says, then changed by hand
+    vm.sh(f"sysctl -qw {MAX}=65536")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < AGENT_INTERVAL + 10 and vm.sysctls([MAX])[MAX] == "65536":
+        time.sleep(1)
+    after = json.loads(vm.netfix("history", "--json").stdout)["vm1"]
+    new = [t for t in after if t["id"] not in before]
+    TIMINGS["agent_enforce_seconds"] = round(time.monotonic() - t0, 1)
+    assert vm.sysctls([MAX])[MAX] == "262144"
+    assert time.monotonic() - t0 <= AGENT_INTERVAL + 5
+    assert new and all(t["status"].startswith("applied") for t in new), new
+
+
+def test_agent_starts_again_after_a_reboot(vm):
+    boot = vm.sh("cat /proc/sys/kernel/random/boot_id").strip()
+    vm.reboot()
+    assert vm.sh("cat /proc/sys/kernel/random/boot_id").strip() != boot
+    deadline = time.monotonic() + 120
+    log = state = ""
+    while time.monotonic() < deadline:
+        state = vm.sh("systemctl is-active netfix-agent.service", check=False).strip()
+        log = vm.sh("journalctl -b -u netfix-agent.service -o cat --no-pager", check=False)
+        if state == "active" and '"event": "plan"' in log:
+            break
+        time.sleep(2)
+    assert vm.sh("systemctl is-enabled netfix-agent.service").strip() == "enabled"
+    # started by systemd at boot (this boot's journal) and planning
+    assert state == "active" and '"event": "plan"' in log, (state, log[-2000:])
+    # Converged: nothing left to do for the agent's profile.
+    plan = vm.plan("--profile", AGENT_PROFILE)
+    assert not [t for t, c in plan.items() if c["action"] == "update"], plan
+
+
+def test_agent_uninstall_leaves_the_files_byte_identical(vm):
+    t0 = time.monotonic()
+    p = vm.netfix("agent", "uninstall")
+    TIMINGS["agent_uninstall_seconds"] = round(time.monotonic() - t0, 1)
+    assert "stopped and removed" in p.stdout, p.stdout
+    assert vm.sh("systemctl is-enabled netfix-agent.service", check=False).strip() in (
+        "", "not-found")
+    assert vm.sh("ls -d /opt/netfix /etc/netfix/agent 2>&1 || true").count("No such") == 2
+    after = vm.sh(SNAPSHOT).split()[0]
+    assert after == AGENT["before"]
+    (tx,) = [t for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]
+             if t["id"] == AGENT["tx"]]
+    assert tx["status"].startswith("rolled-back"), tx
+    # Nothing left to uninstall: said so, not an error.
+    again = vm.netfix("agent", "uninstall")
+    assert "not installed" in again.stdout, again.stdout
