@@ -42,3 +42,19 @@ def normalize_key(key: str) -> str:
     if slash != -1 and (dot == -1 or slash < dot):
         return key.replace(".", "\0").replace("/", ".").replace("\0", "/")
     return key
+
+
+def plugin_modules(package: str, path: list[str], attr: str) -> tuple:
+    """The modules of a plugin package (doctor detectors, writer models) that define
+    `attr`, by module name; modules named `_x` are helpers, not plugins."""
+    import importlib
+    import pkgutil
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            mod = importlib.import_module(f"{package}.{info.name}")
+            if hasattr(mod, attr):
+                found.append(mod)
+    return tuple(found)
+

@@ -23,12 +23,12 @@ Detectors are pure: text in, findings out; parsers for kernel files live in
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
+
+from netfix.util import plugin_modules
 
 
 class Severity(StrEnum):
@@ -121,11 +121,4 @@ class Detector(Protocol):
 @functools.cache
 def detectors() -> tuple[ModuleType, ...]:
     """Every detector module, by name."""
-    found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(mod, "NAME"):
-            found.append(mod)
-    return tuple(found)
+    return plugin_modules(__name__, __path__, "NAME")

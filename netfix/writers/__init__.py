@@ -22,10 +22,10 @@ A writer model never adds ops: it only says who else writes a target, when, and 
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from netfix.util import plugin_modules
 
 if TYPE_CHECKING:
     from netfix.facts import Facts, Needs
@@ -43,11 +43,4 @@ class WriterModel(Protocol):
 
 @functools.cache  # the package's files do not change during a run
 def modules() -> tuple[ModuleType, ...]:
-    found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(mod, "NAME"):
-            found.append(mod)
-    return tuple(found)
+    return plugin_modules(__name__, __path__, "NAME")
