@@ -698,6 +698,9 @@ def test_agent_install_from_the_controller(vm):
     # then enforces are live values only, and what install and uninstall do to the node's
     # files is measured against this.
     assert vm.sh("command -v python3").strip() == "/usr/bin/python3"
+    # The tests before may end with a reboot after a rollback: conntrack is loaded again
+    # only by whoever needs it (kube-proxy does at start), here before its max is read.
+    vm.sh("modprobe nf_conntrack")
     # What the tests before left (the whole file shares one VM): the rollback below must
     # come back to exactly this.
     AGENT["pre"] = {"max": vm.sysctls([MAX])[MAX], "irq": vm.irq_state()["enabled"],
@@ -792,6 +795,91 @@ def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
     assert vm.sysctls([MAX])[MAX] == "262144"
     assert time.monotonic() - t0 <= AGENT_INTERVAL + 5
     assert new and all(t["status"].startswith("applied") for t in new), new
+
+
+def agent_events(vm, since: float, event: str) -> list[dict]:
+    """The agent's JSON log lines of one kind, logged at or after `since` (node clock)."""
+    out = vm.sh("journalctl -u netfix-agent.service -o cat --no-pager", check=False)
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    return [ln for ln in lines if ln.get("event") == event and ln.get("ts", 0) >= since]
+
+
+def test_agent_plans_on_a_driver_rebind_without_waiting_for_the_timer(vm):
+    """A virtio-net unbind/bind re-registers the interface (a new ifindex, the driver's
+    default txqueuelen): the agent's `ip monitor link` wakes it, it plans at once (reason
+    `link`, well within the interval), and the interface has the profile's value again
+    (netfix's udev rule sets it on the new netdev; whatever it left, the agent applies)."""
+    virtio = vm.ifaces["virtio_net"]
+    dev = vm.sh(f"basename $(readlink /sys/class/net/{virtio}/device)").strip()
+    before = vm.sh(f"cat /sys/class/net/{virtio}/ifindex").strip()
+    t0 = float(vm.sh("date +%s.%N"))
+    vm.sh(f"echo {dev} > /sys/bus/virtio/drivers/virtio_net/unbind; "
+          f"echo {dev} > /sys/bus/virtio/drivers/virtio_net/bind; "
+          f"while [ ! -e /sys/class/net/{virtio} ]; do sleep 0.1; done")
+    assert vm.sh(f"cat /sys/class/net/{virtio}/ifindex").strip() != before  # a real reset
+    plans: list[dict] = []
+    deadline = time.monotonic() + AGENT_INTERVAL + 20
+    while time.monotonic() < deadline and not plans:
+        plans = [p for p in agent_events(vm, t0, "plan") if p.get("reason") == "link"]
+        time.sleep(0.5)
+    assert plans, agent_events(vm, t0, "plan")
+    TIMINGS["agent_link_event_to_plan_seconds"] = round(plans[0]["ts"] - t0, 2)
+    assert plans[0]["ts"] - t0 < AGENT_INTERVAL, plans[0]  # the event, not the timer
+    deadline = time.monotonic() + AGENT_INTERVAL + 10
+    while time.monotonic() < deadline and \
+            vm.sh(f"cat /sys/class/net/{virtio}/tx_queue_len").strip() != "2500":
+        time.sleep(0.5)
+    assert vm.sh(f"cat /sys/class/net/{virtio}/tx_queue_len").strip() == "2500"
+
+
+# A kube-proxy stand-in of a version that writes conntrack max whenever it differs
+# (1.29-1.35: docs/writers.md): 65536 per core on this 2-CPU node is 131072, below the
+# profile's 262144, written at each start. Root-owned so netfix asks it for --version.
+FAKE_KUBE_PROXY = """#!/bin/sh
+[ "$1" = --version ] && { echo "Kubernetes v1.31.2"; exit 0; }
+echo 131072 > /proc/sys/net/netfilter/nf_conntrack_max
+while :; do sleep 60; done
+"""
+
+
+def test_agent_sets_kube_proxy_back_then_stops_fighting_it(vm):
+    """Each start of the fake kube-proxy lowers conntrack max; the agent sets it back as a
+    transaction, and at the third set-back it reports a conflict naming kube-proxy and
+    leaves the key alone (the value stays as kube-proxy wrote it). A restart of the agent
+    clears the conflict and the node is converged again for the tests after."""
+    fake = "/usr/local/bin/kube-proxy"
+    vm.sh(f"printf %s {shlex.quote(FAKE_KUBE_PROXY)} > {fake} && chmod 755 {fake}")
+    t0 = float(vm.sh("date +%s.%N"))
+    pid = ""
+    fixed = 0
+    try:
+        for start in range(1, 4):
+            if pid:
+                vm.sh(f"kill {pid}")
+            pid = vm.sh(f"setsid {fake} --conntrack-max-per-core=65536 >/dev/null 2>&1 "
+                        "</dev/null & echo $!").strip()
+            deadline = time.monotonic() + 2 * AGENT_INTERVAL + 15
+            while time.monotonic() < deadline:
+                if agent_events(vm, t0, "conflict") or vm.sysctls([MAX])[MAX] == "262144":
+                    break
+                time.sleep(0.5)
+            if agent_events(vm, t0, "conflict"):
+                break
+            assert vm.sysctls([MAX])[MAX] == "262144", start  # set back
+            fixed += 1
+        (conflict,) = agent_events(vm, t0, "conflict")
+        assert fixed == 2 and start == 3, (fixed, start)
+        assert conflict["keys"] == [MAX] and "kube-proxy" in conflict["writer"], conflict
+        time.sleep(2 * AGENT_INTERVAL)  # left alone from now on
+        assert vm.sysctls([MAX])[MAX] == "131072"
+        txs = [t for t in agent_events(vm, t0, "enforce") if MAX in t["keys"]]
+        assert len(txs) == 2 and all(t["tx"] for t in txs), txs
+    finally:
+        vm.sh(f"kill {pid} 2>/dev/null; rm -f {fake}; systemctl restart netfix-agent.service")
+    deadline = time.monotonic() + 2 * AGENT_INTERVAL + 15
+    while time.monotonic() < deadline and vm.sysctls([MAX])[MAX] != "262144":
+        time.sleep(0.5)
+    assert vm.sysctls([MAX])[MAX] == "262144"
 
 
 def test_agent_starts_again_after_a_reboot(vm):
