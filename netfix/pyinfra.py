@@ -103,6 +103,7 @@ class BoundTransport:
         self.connector = pyhost.name
         # Only ssh and @local are known to netfix (see transport.PyinfraTransport).
         self.sees_ssh_session = self.proves_reachability = _kind(pyhost) in ("@ssh", "@local")
+        self.main_thread = False  # pyinfra runs its operations itself
 
     def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
         import shlex

@@ -86,11 +86,13 @@ class Transport(Protocol):
     False, the SSH-interface guard cannot protect it, so plan says so and apply refuses
     disruptive changes without --allow-disruptive. `proves_reachability`: a round trip
     made after a change proves the controller still reaches the node the way the change
-    could have cut; --confirm relies on it and is refused where it is False."""
+    could have cut; --confirm relies on it and is refused where it is False. `main_thread`:
+    its round trips must run on the main thread (engine.parallel keeps them there)."""
 
     name: str
     sees_ssh_session: bool
     proves_reachability: bool
+    main_thread: bool
 
     def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result: ...
 
@@ -104,6 +106,7 @@ class SshTransport:
     name: ClassVar[str] = "ssh"
     sees_ssh_session: ClassVar[bool] = True
     proves_reachability: ClassVar[bool] = True  # each probe outside a session: a new connection
+    main_thread: ClassVar[bool] = False
 
     def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
         return _run_ssh(host, shlex.join(argv), data, timeout)
@@ -118,6 +121,7 @@ class LocalTransport:
     name: ClassVar[str] = "local"
     sees_ssh_session: ClassVar[bool] = True  # finds an SSH session netfix runs inside, if any
     proves_reachability: ClassVar[bool] = True
+    main_thread: ClassVar[bool] = False
 
     def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
         p = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
@@ -140,6 +144,10 @@ class PyinfraTransport:
         self.connector = connector
         kind = connector.split("/", 1)[0] if connector.startswith("@") else "@ssh"
         self.sees_ssh_session = self.proves_reachability = kind in ("@ssh", "@local")
+        # Connectors that start local processes (@local, @docker, @chroot...) use gevent's
+        # subprocess, which reaps children only on the main thread's loop ("child watchers
+        # are only available on the default loop" in a worker thread).
+        self.main_thread = kind != "@ssh"
 
     def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
         from netfix import pyinfra
