@@ -173,11 +173,13 @@ def _report(pyhost, hp: HostPlan) -> None:
     for note in hp.notices:
         _log(pyhost, note)
     for c in hp.changes:
+        # the reason codes with their detail: not-settable (read-only), shadowed (the file
+        # that wins at boot), other-writer (who), disruptive, management
+        why = ", ".join(r.code + (f" ({r.detail})" if r.detail else "") for r in c.reasons)
         if c.action == SKIP:
-            why = "; ".join(r.code + (f" ({r.detail})" if r.detail else "") for r in c.reasons)
             _log(pyhost, f"skip {c.knob} {c.target}: {why or 'not applicable'}")
         elif c.ops:
-            flags = f" [{', '.join(c.flags)}]" if c.flags else ""
+            flags = f" [{why}]" if why else ""
             _log(pyhost, f"change {c.knob} {c.target}: {c.current} -> {c.desired}{flags}")
 
 

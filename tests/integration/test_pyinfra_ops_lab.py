@@ -105,9 +105,11 @@ def test_failing_host_fails_its_operation_is_restored_others_apply(lab, tmp_path
           net.core.somaxconn: 8192
         """))
     inv = tmp_path / "inventory.py"
-    inv.write_text((EXAMPLE / "inventory.py").read_text().replace(
-        '[("node3", {"ssh_hostname": "10.251.0.13"})]',
-        f'[("node3", {{"ssh_hostname": "10.251.0.13", "netfix_profile": "{bad}"}})]'))
+    text = (EXAMPLE / "inventory.py").read_text()
+    node3 = '[("node3", {"ssh_hostname": "10.251.0.13"})]'
+    assert node3 in text
+    inv.write_text(text.replace(
+        node3, f'[("node3", {{"ssh_hostname": "10.251.0.13", "netfix_profile": "{bad}"}})]'))
     before = {n: snapshot(lab, n) for n in NODES}
     p = pyinfra(lab, inv, EXAMPLE / "deploy.py", "-y", rc=None)
     assert p.returncode != 0
@@ -195,3 +197,35 @@ def test_bad_pyinfra_inventory_is_one_clear_error_with_file_and_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert f"{inv}:2: the inventory's code raised ValueError" in p.stderr
+
+
+def test_refused_host_fails_its_operation_and_confirm_arms_and_confirms(lab, tmp_path):
+    """Invariant: a refused host is not touched at all; a confirmed transaction is in
+    place with its automatic revert disarmed."""
+    prof = tmp_path / "eth0.yaml"
+    prof.write_text("nic:\n  interfaces:\n    - match: {name: eth0}\n      mtu: 1400\n")
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text(textwrap.dedent(f"""\
+        from pyinfra import host
+        from netfix.pyinfra import netfix_profile
+
+        if host.name == "node3":
+            netfix_profile(name="netfix", profile={str(prof)!r})
+        else:
+            netfix_profile(name="netfix", profile="public-vds", confirm=60)
+        """))
+    inv = EXAMPLE / "inventory.py"
+    before3 = snapshot(lab, "node3"), lab.sh("node3", "cat /sys/class/net/eth0/mtu")
+    p = pyinfra(lab, inv, deploy, "--dry", "--limit", "node1", "--limit", "node3")
+    assert "[node3] netfix: change mtu eth0 mtu: 1500 -> 1400 [disruptive" in p.stderr
+    assert "management (eth0)" in p.stderr
+    p = pyinfra(lab, inv, deploy, "-y", "--limit", "node1", "--limit", "node3", rc=None)
+    assert p.returncode != 0
+    assert "[node3] netfix: refused: 1 disruptive change(s) on the interface carrying " \
+        "netfix's SSH session" in p.stderr
+    assert (snapshot(lab, "node3"), lab.sh("node3", "cat /sys/class/net/eth0/mtu")) == before3
+    assert "[node1] netfix: confirmed: confirmed " in p.stderr
+    last = history(lab, inv, "node1")[-1]
+    assert last["status"].split()[0] == "applied"  # not applied-unconfirmed: disarmed
+    assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
+    run(lab, [NETFIX, "rollback", "--yes", "-i", str(inv), "--limit", "node1"])

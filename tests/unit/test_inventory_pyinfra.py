@@ -93,3 +93,10 @@ def test_missing_and_empty_inventories_are_clear_errors(tmp_path):
         load_inventory(str(tmp_path / "nope.py"))
     with pytest.raises(InputError, match="defines no hosts"):
         load_inventory(write(tmp_path, "x = 1\n_hidden = ['a']\n"))
+
+
+def test_the_readme_shows_the_example_files_verbatim():
+    readme = (EXAMPLE.parents[2] / "README.md").read_text()
+    for name in ("deploy.py", "inventory.py"):
+        code = (EXAMPLE.parent / name).read_text().split('"""', 2)[2].lstrip("\n")
+        assert f"```python\n# {name}\n{code}```" in readme, name
