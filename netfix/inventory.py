@@ -240,6 +240,17 @@ KNOWN_VARS: dict[str, Callable[[Any], Any]] = {
     "ansible_host_key_checking": _bool,
 }
 
+def check_var(name: str, value: Any) -> Any:
+    """A known var type-checked (and normalised); ValueError says what is wrong."""
+    check = KNOWN_VARS.get(name)
+    if check is None:
+        return value  # unknown vars are kept for future knobs
+    try:
+        return check(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+
+
 # Ansible variable -> netfix variable. Other ansible_* vars are Ansible's business.
 ANSIBLE_VARS = {
     "ansible_host": "ssh_host",
@@ -484,14 +495,10 @@ class _RawInventory:
                     raw = self._from_ansible(name, raw, path + (key,))
                 elif key.startswith("ansible_"):
                     continue
-            check = KNOWN_VARS.get(name)
-            if check is not None:
-                try:
-                    raw = check(raw)
-                except (ValueError, InputError) as exc:
-                    message = exc.message if isinstance(exc, InputError) else str(exc)
-                    raise self.doc.error(message, path + (key,)) from None
-            out[name] = raw
+            try:
+                out[name] = check_var(name, raw)
+            except ValueError as exc:
+                raise self.doc.error(str(exc), path + (key,)) from None
         return out
 
     def _from_ansible(self, name: str, value: Any, path: FieldPath) -> Any:
@@ -655,14 +662,10 @@ def _pyinfra_vars(data: dict[str, Any], path: str, host: str) -> dict[str, Any]:
         name = PYINFRA_VARS.get(key, key)
         if name == "ssh_strict_host_key_checking" and isinstance(value, str):
             value = SSH_HOST_KEY_POLICIES.get(value.lower(), value)
-        check = KNOWN_VARS.get(name)
-        if check is not None:
-            try:
-                value = check(value)
-            except (ValueError, InputError) as exc:
-                message = exc.message if isinstance(exc, InputError) else str(exc)
-                raise InputError(message, file=path, path=f"{host}.{key}") from None
-        out[name] = value
+        try:
+            out[name] = check_var(name, value)
+        except ValueError as exc:
+            raise InputError(str(exc), file=path, path=f"{host}.{key}") from None
     return out
 
 
