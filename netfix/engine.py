@@ -52,10 +52,9 @@ def parallel(hosts: Iterable[Host], fn: Callable[[Host], T],
     # Hosts whose transport must stay on this thread (see transport.Transport) run here,
     # one after the other, while the pool runs the others.
     pinned = [transport.transport_for(h).main_thread for h in hosts]
-    if not any(pinned):
-        with ThreadPoolExecutor(max_workers=min(workers or MAX_WORKERS, len(hosts))) as pool:
-            return list(pool.map(fn, hosts))
     with ThreadPoolExecutor(max_workers=min(workers or MAX_WORKERS, len(hosts))) as pool:
+        if not any(pinned):
+            return list(pool.map(fn, hosts))
         both = list(zip(hosts, pinned, strict=True))
         futures = [None if pin else pool.submit(fn, h) for h, pin in both]
         here = [fn(h) if pin else None for h, pin in both]
