@@ -158,8 +158,10 @@ def test_netfix_plan_reads_the_pyinfra_inventory_and_limits_to_its_groups(lab):
         assert all(not h.get("error") and h["profile"] == "public-vds" for h in plan["hosts"])
 
 
-def test_pyinfra_transport_ssh_and_local_in_namespace_plan_like_the_default(lab, tmp_path):
-    pid = lab.nodes["node1"].pid
+def pyinfra_transport_inventory(lab, tmp_path: Path) -> Path:
+    """node1 and node2 through pyinfra's ssh connector; node1 again through its @local and
+    @chroot connectors, entering node1's namespaces (the shell pyinfra runs is nsenter)."""
+    enter = f"nsenter -t {lab.nodes['node1'].pid} -n -m -p -u -- sh"
     inv = tmp_path / "inv.yaml"
     inv.write_text(textwrap.dedent(f"""\
         vars:
@@ -170,18 +172,23 @@ def test_pyinfra_transport_ssh_and_local_in_namespace_plan_like_the_default(lab,
           transport: pyinfra
         hosts:
           node1: {{ssh_host: {lab.nodes["node1"].address}}}
-          node1-local:
-            pyinfra_host: "@local"
-            _shell_executable: nsenter -t {pid} -n -m -p -u -- sh
+          node1-local: {{pyinfra_host: "@local", _shell_executable: {enter}}}
           node2: {{ssh_host: {lab.nodes["node2"].address}}}
+          node1-chroot: {{pyinfra_host: "@chroot//", _shell_executable: {enter}}}
         """))
+    return inv
+
+
+def test_pyinfra_transport_ssh_and_local_in_namespace_plan_like_the_default(lab, tmp_path):
+    inv = pyinfra_transport_inventory(lab, tmp_path)
 
     def changes(plan: dict) -> dict[str, list]:
         return {h["host"]: [(c["knob"], c["target"], c["action"], c["current"], c["desired"],
                              c["flags"]) for c in h["changes"]] for h in plan["hosts"]}
 
     ours = changes(lab.plan_json("--profile", "public-vds"))
-    p = run(lab, [NETFIX, "plan", "--json", "-i", str(inv), "--profile", "public-vds"], rc=None)
+    p = run(lab, [NETFIX, "plan", "--json", "-i", str(inv), "--profile", "public-vds",
+                  "--limit", "!node1-chroot"], rc=None)
     theirs = changes(json.loads(p.stdout))
     assert set(theirs) == {"node1", "node1-local", "node2"}
     assert theirs["node1"] == ours["node1"] and theirs["node2"] == ours["node2"]
@@ -229,3 +236,23 @@ def test_refused_host_fails_its_operation_and_confirm_arms_and_confirms(lab, tmp
     assert last["status"].split()[0] == "applied"  # not applied-unconfirmed: disarmed
     assert lab.sysctl("node1", "net.ipv4.tcp_synack_retries") == "3"
     run(lab, [NETFIX, "rollback", "--yes", "-i", str(inv), "--limit", "node1"])
+
+
+def test_a_connector_netfix_cannot_vouch_for_is_noted_and_refused_confirm(lab, tmp_path):
+    """Invariant: where the transport cannot tell the SSH interface or prove reachability,
+    the plan says so and a --confirm apply changes nothing."""
+    inv = pyinfra_transport_inventory(lab, tmp_path)
+    before = snapshot(lab, "node1")
+    plan = json.loads(run(lab, [NETFIX, "plan", "--json", "-i", str(inv), "--profile",
+                                "public-vds", "--limit", "node1-chroot"], rc=None).stdout)
+    (hp,) = plan["hosts"]
+    assert not hp.get("error") and any(c["action"] == "update" for c in hp["changes"])
+    assert any(n.startswith("transport pyinfra (@chroot//) cannot tell which interface")
+               for n in hp["notices"])
+    p = run(lab, [NETFIX, "plan", "-i", str(inv), "--profile", "public-vds", "--limit",
+                  "node1-chroot"], rc=None)
+    assert "node1-chroot: NOTE transport pyinfra (@chroot//) cannot prove" in p.stdout + p.stderr
+    p = run(lab, [NETFIX, "apply", "--yes", "-i", str(inv), "--profile", "public-vds",
+                  "--limit", "node1-chroot", "--confirm", "30", "--auto-confirm"], rc=1)
+    assert "--confirm needs proof" in p.stdout and "nothing was changed" in p.stdout
+    assert snapshot(lab, "node1") == before
