@@ -618,6 +618,7 @@ def load_pyinfra_inventory(path: str) -> Inventory:
     if not os.path.isfile(path):
         raise InputError("file not found", file=path)
     try:
+        _without_cli_monkey_patch()
         from pyinfra.api import State
         from pyinfra.context import ctx_state
         from pyinfra_cli.exceptions import UnexpectedExternalError
@@ -654,6 +655,25 @@ def load_pyinfra_inventory(path: str) -> Inventory:
         raise InputError("the inventory defines no hosts (a module-level list of hosts, or "
                          "a (hosts, data) tuple, is a group)", file=path)
     return Inventory(hosts=hosts, groups=groups, source=path)
+
+
+def _without_cli_monkey_patch() -> None:
+    """Make `pyinfra_cli.inventory` importable without `pyinfra_cli/__init__.py`, which runs
+    gevent's monkey.patch_all(): right for pyinfra's CLI, wrong for netfix's process, whose
+    workers are threads and whose subprocesses are the stdlib's (patched, a pty read in the
+    same process never saw EOF). Inside pyinfra's CLI the package is already imported."""
+    import importlib.util
+    import sys
+    import types
+
+    if "pyinfra_cli" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyinfra_cli")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'pyinfra_cli'")
+    package = types.ModuleType("pyinfra_cli")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["pyinfra_cli"] = package
 
 
 def _pyinfra_vars(data: dict[str, Any], path: str, host: str) -> dict[str, Any]:

@@ -141,6 +141,11 @@ class PyinfraTransport:
     name: ClassVar[str] = "pyinfra"
 
     def __init__(self, connector: str):
+        # Imported here, not in run(): gevent takes the thread that imports it for the main
+        # one (gevent/hub.py MAIN_THREAD_IDENT), and engine.parallel builds transports on
+        # the real main thread before any worker starts.
+        from netfix import pyinfra  # noqa: F401
+
         self.connector = connector
         kind = connector.split("/", 1)[0] if connector.startswith("@") else "@ssh"
         self.sees_ssh_session = self.proves_reachability = kind in ("@ssh", "@local")

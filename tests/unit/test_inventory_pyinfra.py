@@ -100,3 +100,17 @@ def test_the_readme_shows_the_example_files_verbatim():
     for name in ("deploy.py", "inventory.py"):
         code = (EXAMPLE.parent / name).read_text().split('"""', 2)[2].lstrip("\n")
         assert f"```python\n# {name}\n{code}```" in readme, name
+
+
+def test_reading_a_pyinfra_inventory_does_not_monkey_patch_netfix():
+    # pyinfra_cli/__init__.py patches threads and subprocess for gevent; netfix's engine
+    # runs real threads, so the loader is imported without it.
+    import subprocess
+    import sys
+
+    code = (f"from netfix.inventory import load_inventory; load_inventory({str(EXAMPLE)!r}); "
+            "import gevent.monkey as m; "
+            "print([x for x in ('socket', 'threading', 'subprocess') if m.is_module_patched(x)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
