@@ -49,8 +49,16 @@ def parallel(hosts: Iterable[Host], fn: Callable[[Host], T],
     hosts = list(hosts)
     if len(hosts) <= 1:
         return [fn(h) for h in hosts]
+    # Hosts whose transport must stay on this thread (see transport.Transport) run here,
+    # one after the other, while the pool runs the others.
+    pinned = [transport.transport_for(h).main_thread for h in hosts]
     with ThreadPoolExecutor(max_workers=min(workers or MAX_WORKERS, len(hosts))) as pool:
-        return list(pool.map(fn, hosts))
+        if not any(pinned):
+            return list(pool.map(fn, hosts))
+        both = list(zip(hosts, pinned, strict=True))
+        futures = [None if pin else pool.submit(fn, h) for h, pin in both]
+        here = [fn(h) if pin else None for h, pin in both]
+        return [f.result() if f else r for f, r in zip(futures, here, strict=True)]
 
 
 def run_script(host: Host, script: str, staged: bool = False) -> transport.Result:
@@ -175,7 +183,7 @@ def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple
     hp = diff_facts(host.name, profile, facts)
     hp.identity = identity(host, facts)
     hp.profile_path, hp.profile_sha256 = profile.path, profile.sha256
-    hp.notices = list(facts.recovered)
+    hp.notices = list(facts.recovered) + transport.limitations(host)
     return hp, facts
 
 
@@ -351,6 +359,13 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
                     return fresh
                 hp = fresh
             risky = [] if options.allow_disruptive else cuts_off_ssh(hp)
+            blind = [] if options.allow_disruptive else unguarded(host, hp)
+            if blind:
+                return HostResult(host.name, HostStatus.REFUSED, False, f"{len(blind)} disruptive "
+                                  f"change(s), and transport {transport.describe(host)} cannot "
+                                  "tell which interface carries the connection; nothing was "
+                                  "changed: rerun with --allow-disruptive to make them anyway",
+                                  None, blind)
             if risky:
                 return HostResult(host.name, HostStatus.REFUSED, False, f"{len(risky)} disruptive "
                                   "change(s) on the interface carrying netfix's SSH session; "
@@ -367,6 +382,12 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
                 return HostResult(host.name, HostStatus.NO_CHANGES, True, "already as planned")
             tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
                     fingerprint=hp.fingerprint)
+            if options.confirm_secs and not transport.transport_for(host).proves_reachability:
+                return HostResult(host.name, HostStatus.REFUSED, False, "--confirm needs proof "
+                                  "that the node is still reachable after the change, and "
+                                  f"transport {transport.describe(host)} cannot give it; nothing "
+                                  "was changed: apply without --confirm, or reach this host over "
+                                  "ssh")
             if options.confirm_secs:
                 return confirm_window(host, tx, options.confirm_secs, options.auto_confirm)
             return run_tx(host, tx)
@@ -445,6 +466,17 @@ def cuts_off_ssh(hp: HostPlan) -> list[str]:
 
     return [f"{c.knob} {c.target}: {c.current} -> {c.desired}" for c in hp.pending
             if DISRUPTIVE in c.flags and MANAGEMENT in c.flags]
+
+
+def unguarded(host: Host, hp: HostPlan) -> list[str]:
+    """Disruptive pending changes on a host whose transport cannot tell the management
+    interface: any of them may be on it, so the guard treats them all as if they were."""
+    from netfix.plan import DISRUPTIVE
+
+    if transport.transport_for(host).sees_ssh_session:
+        return []
+    return [f"{c.knob} {c.target}: {c.current} -> {c.desired}" for c in hp.pending
+            if DISRUPTIVE in c.flags]
 
 
 def read_journal(host: Host) -> journal.Journal:
@@ -566,6 +598,7 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     if not res.ok:
         return res
     try:
+        transport.transport_for(host).reconnect()  # the proof needs a connection of its own
         probe = run_script(host, journal.confirm_script(tx.id), staged=True) if auto_confirm \
             else run_script(host, journal.status_script(tx.id))
     except NetfixError as e:  # unreachable, or the new session failed: same meaning here

@@ -1,8 +1,10 @@
 """Inventories: which hosts exist, how to reach them, and which profile each one gets.
 
-Two formats are read: netfix's own (top-level `vars`, `groups`, `hosts`) and Ansible YAML
-inventories (top-level `all:`), so a team can point netfix at the inventory it already has.
-Both are turned into the same groups/hosts/vars structure before vars are resolved.
+Three formats are read: netfix's own (top-level `vars`, `groups`, `hosts`), Ansible YAML
+inventories (top-level `all:`), and pyinfra inventory files (`*.py`, read by pyinfra's own
+loader, see load_pyinfra_inventory), so a team can point netfix at the inventory it
+already has. The YAML formats are turned into the same groups/hosts/vars structure before
+vars are resolved.
 """
 
 from __future__ import annotations
@@ -35,15 +37,31 @@ FieldPath = tuple[str | int, ...]
 # --------------------------------------------------------------------------- hosts
 
 
+TRANSPORTS = ("ssh", "local", "pyinfra")
+
+
 @dataclass
 class Host:
     name: str
     groups: list[str]  # every group the host is in (also through child groups), by precedence
     vars: dict[str, Any]
+    # A Transport object built in code (the pyinfra operations bind the live pyinfra host
+    # here); None: netfix.transport picks one by `transport`.
+    via: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def transport(self) -> str:
+        """ssh | local | pyinfra: how netfix's scripts reach this host (netfix/transport.py)."""
+        chosen = self.vars.get("transport")
+        if chosen:
+            return str(chosen)
+        if self.name == LOCAL_HOST or self.vars.get("connection") == "local":
+            return "local"
+        return "ssh"
 
     @property
     def is_local(self) -> bool:
-        return self.name == LOCAL_HOST or self.vars.get("connection") == "local"
+        return self.transport == "local"
 
     @property
     def address(self) -> str:
@@ -197,6 +215,12 @@ def _connection(value: Any) -> str:
     return value
 
 
+def _transport(value: Any) -> str:
+    if value not in TRANSPORTS:
+        raise ValueError(f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
+    return value
+
+
 KNOWN_VARS: dict[str, Callable[[Any], Any]] = {
     "ssh_host": _str,
     "ssh_port": _port,
@@ -208,11 +232,24 @@ KNOWN_VARS: dict[str, Callable[[Any], Any]] = {
     "profile": _str,
     "connect_timeout": _timeout,
     "connection": _connection,
+    "transport": _transport,
+    "pyinfra_host": _str,  # transport pyinfra: the connector string (default: the host name)
     # Ansible's ssh settings, under their own names: Host reads them after netfix's ssh_* vars.
     "ansible_ssh_common_args": _ssh_args,
     "ansible_ssh_extra_args": _ssh_args,
     "ansible_host_key_checking": _bool,
 }
+
+def check_var(name: str, value: Any) -> Any:
+    """A known var type-checked (and normalised); ValueError says what is wrong."""
+    check = KNOWN_VARS.get(name)
+    if check is None:
+        return value  # unknown vars are kept for future knobs
+    try:
+        return check(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+
 
 # Ansible variable -> netfix variable. Other ansible_* vars are Ansible's business.
 ANSIBLE_VARS = {
@@ -325,6 +362,8 @@ def load_inventory(path: str | None) -> Inventory:
     path = path or os.environ.get("NETFIX_INVENTORY") or None
     if path is None:
         return local_inventory()
+    if str(path).endswith(".py"):
+        return load_pyinfra_inventory(str(path))
     doc = read_yaml(path)
     if doc.data is None:
         raise doc.error("the inventory is empty")
@@ -456,14 +495,10 @@ class _RawInventory:
                     raw = self._from_ansible(name, raw, path + (key,))
                 elif key.startswith("ansible_"):
                     continue
-            check = KNOWN_VARS.get(name)
-            if check is not None:
-                try:
-                    raw = check(raw)
-                except (ValueError, InputError) as exc:
-                    message = exc.message if isinstance(exc, InputError) else str(exc)
-                    raise self.doc.error(message, path + (key,)) from None
-            out[name] = raw
+            try:
+                out[name] = check_var(name, raw)
+            except ValueError as exc:
+                raise self.doc.error(str(exc), path + (key,)) from None
         return out
 
     def _from_ansible(self, name: str, value: Any, path: FieldPath) -> Any:
@@ -561,3 +596,105 @@ class _RawInventory:
             if name in group.child_paths:
                 return group.child_paths[name]
         return ()
+
+
+# --------------------------------------------------------------------------- pyinfra
+
+
+# pyinfra host data -> netfix variable; the rest (ssh_user, ssh_port, ssh_key,
+# ssh_known_hosts_file, ssh_strict_host_key_checking, transport, ...) has the same name.
+PYINFRA_VARS = {"ssh_hostname": "ssh_host", "netfix_profile": "profile", "_sudo": "sudo"}
+# pyinfra host names are connector strings too: `@docker/NAME`, `@chroot/PATH`.
+_PYINFRA_HOST_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.:@/-]*")
+
+
+def load_pyinfra_inventory(path: str) -> Inventory:
+    """A pyinfra inventory file read by pyinfra's own loader (the one its CLI uses), so that
+    groups, `group_data/` files and connector hosts mean to netfix what they mean to pyinfra.
+
+    Importing that loader costs about 0.2 s (pyinfra, gevent, click): only `.py`
+    inventories pay it. A host named by a connector other than `@local` (`@docker/web`)
+    is reached through pyinfra (transport pyinfra) unless its data says otherwise."""
+    if not os.path.isfile(path):
+        raise InputError("file not found", file=path)
+    try:
+        _without_cli_monkey_patch()
+        from pyinfra.api import State
+        from pyinfra.context import ctx_state
+        from pyinfra_cli.exceptions import UnexpectedExternalError
+        from pyinfra_cli.inventory import make_inventory_from_files
+    except ImportError as e:
+        raise InputError(f"a .py inventory is read by pyinfra, which cannot be imported ({e}): "
+                         "pip install pyinfra", file=path) from None
+    try:
+        with ctx_state.use(State(check_for_changes=False)):
+            loaded = make_inventory_from_files(path, cwd=os.getcwd())
+    except SyntaxError as e:
+        raise InputError(f"syntax error: {e.msg}", file=e.filename or path, line=e.lineno) \
+            from None
+    except UnexpectedExternalError as e:
+        raise _code_error(e.exception, e.filename) from None
+    except Exception as e:  # pyinfra's own checks (a group that is not a list, ...)
+        raise _code_error(e, path) from None
+    hosts: dict[str, Host] = {}
+    groups: dict[str, list[str]] = {"all": []}
+    for pyhost in loaded:
+        name = pyhost.name
+        if not _PYINFRA_HOST_NAME.fullmatch(name):
+            raise InputError(f"invalid host name {name!r}: use letters, digits and _ . - @ : /",
+                             file=path)
+        host_vars = _pyinfra_vars(pyhost.data.dict(), path, name)
+        if "transport" not in host_vars and name.startswith("@") and name != LOCAL_HOST:
+            host_vars["transport"] = "pyinfra"
+        member_of = list(dict.fromkeys(pyhost.groups))  # pyinfra may list a group twice
+        hosts[name] = Host(name, member_of, host_vars)
+        groups["all"].append(name)
+        for group in member_of:
+            groups.setdefault(group, []).append(name)
+    if not hosts:
+        raise InputError("the inventory defines no hosts (a module-level list of hosts, or "
+                         "a (hosts, data) tuple, is a group)", file=path)
+    return Inventory(hosts=hosts, groups=groups, source=path)
+
+
+def _without_cli_monkey_patch() -> None:
+    """Make `pyinfra_cli.inventory` importable without `pyinfra_cli/__init__.py`, which runs
+    gevent's monkey.patch_all(): right for pyinfra's CLI, wrong for netfix's process, whose
+    workers are threads and whose subprocesses are the stdlib's (patched, a pty read in the
+    same process never saw EOF). Inside pyinfra's CLI the package is already imported."""
+    import importlib.util
+    import sys
+    import types
+
+    if "pyinfra_cli" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyinfra_cli")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'pyinfra_cli'")
+    package = types.ModuleType("pyinfra_cli")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["pyinfra_cli"] = package
+
+
+def _pyinfra_vars(data: dict[str, Any], path: str, host: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = PYINFRA_VARS.get(key, key)
+        if name == "ssh_strict_host_key_checking" and isinstance(value, str):
+            value = SSH_HOST_KEY_POLICIES.get(value.lower(), value)
+        try:
+            out[name] = check_var(name, value)
+        except ValueError as exc:
+            raise InputError(str(exc), file=path, path=f"{host}.{key}") from None
+    return out
+
+
+def _code_error(exc: BaseException, path: str) -> InputError:
+    """An exception raised by the inventory's code: its message and the file's own line."""
+    tb, line = exc.__traceback__ or getattr(exc, "_traceback", None), None
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return InputError(f"the inventory's code raised {type(exc).__name__}: {exc}", file=path,
+                      line=line)

@@ -127,8 +127,9 @@ def plan_table(plan: Plan, verbose: bool = False, *, diff: bool = False,
     for hp in plan.hosts:
         if hp.error:
             out.line(f"{hp.host}: ERROR {hp.error}", "bold red")
-        for note in hp.notices:
-            out.line(f"{hp.host}: RECOVERY {note}", "bold magenta")
+        for note in hp.notices:  # transport.limitations() or a recovered transaction
+            label = "NOTE" if note.startswith("transport ") else "RECOVERY"
+            out.line(f"{hp.host}: {label} {note}", "bold magenta")
     groups = review.group_hosts(plan, verbose, per_host)
     main = review.compact(groups[0].hosts, names) if groups else ""
     for g in groups:

@@ -1,8 +1,15 @@
-"""Run one sh script on a host: one SSH exec per call (paramiko), or a local subprocess.
+"""Run one sh script on a host, through the host's transport.
 
-netfix batches all its remote work into one script per round trip, so this is all the
-execution layer it needs. paramiko is imported only when a host is remote: it costs
-about 0.2 s of start-up, and `@local` runs should not pay it.
+netfix batches all its remote work into one script per round trip, so a transport is one
+method: run argv with these stdin bytes, return exit code and output. One class per
+transport, chosen per host by its `transport` var (ssh | local | pyinfra):
+- ssh: netfix's own paramiko path, one SSH exec per round trip (the default, the fast one);
+- local: a subprocess on this machine;
+- pyinfra: any pyinfra connector (`@local`, `@docker/NAME`, `@chroot/PATH`, ssh), via
+  netfix/pyinfra.py, imported only for those hosts.
+Each transport also says what the safety checks can rely on (see Transport). paramiko and
+pyinfra are imported only when a host needs them: paramiko costs about 0.2 s of start-up,
+pyinfra about as much again, and `@local` or ssh runs should not pay for the others.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from netfix import sh
 from netfix.errors import NetfixError
@@ -63,12 +71,127 @@ def run(host: Host, script: str, timeout: float = 120.0, staged: bool = False,
         state_dir: str = "/var/lib/netfix") -> Result:
     """Run `script` on `host`. `staged`: the node runs it only once it holds all of it
     (see STAGE); a connection lost after that raises ConnectionLost, the node carries on."""
+    via = transport_for(host)
+    if via.name == "pyinfra" and not script.endswith("\n"):
+        script += "\n"  # pyinfra ends stdin with a newline: the staged length must count it
     argv, data = _argv(host, script, staged, state_dir)
-    if host.is_local:
+    return via.run(host, argv, data, timeout)
+
+
+class Transport(Protocol):
+    """How netfix's one command per round trip reaches a host.
+
+    `sees_ssh_session`: the node-side script can tell which interface carries the
+    connection (sshd's SSH_CONNECTION), or there is no network connection to cut; if
+    False, the SSH-interface guard cannot protect it, so plan says so and apply refuses
+    disruptive changes without --allow-disruptive. `proves_reachability`: a round trip
+    made after a change proves the controller still reaches the node the way the change
+    could have cut; --confirm relies on it and is refused where it is False. `main_thread`:
+    its round trips must run on the main thread (engine.parallel keeps them there)."""
+
+    name: str
+    sees_ssh_session: bool
+    proves_reachability: bool
+    main_thread: bool
+
+    def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result: ...
+
+    def reconnect(self) -> None:
+        """Make the next round trip use a new connection (the --confirm probe)."""
+
+
+class SshTransport:
+    """netfix's own SSH path: paramiko, one exec per round trip, its own host key checks."""
+
+    name: ClassVar[str] = "ssh"
+    sees_ssh_session: ClassVar[bool] = True
+    proves_reachability: ClassVar[bool] = True  # each probe outside a session: a new connection
+    main_thread: ClassVar[bool] = False
+
+    def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
+        return _run_ssh(host, shlex.join(argv), data, timeout)
+
+    def reconnect(self) -> None:
+        pass  # a round trip outside session() connects anew: the probe is never in one
+
+
+class LocalTransport:
+    """This machine, as a subprocess: no network between netfix and the node to cut."""
+
+    name: ClassVar[str] = "local"
+    sees_ssh_session: ClassVar[bool] = True  # finds an SSH session netfix runs inside, if any
+    proves_reachability: ClassVar[bool] = True
+    main_thread: ClassVar[bool] = False
+
+    def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
         p = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
         return Result(p.returncode, p.stdout.decode(errors="replace"),
                       p.stderr.decode(errors="replace"))
-    return _run_ssh(host, shlex.join(argv), data, timeout)
+
+    def reconnect(self) -> None:
+        pass
+
+
+class PyinfraTransport:
+    """Any pyinfra connector, named like a pyinfra inventory host (`pyinfra_host` var, else
+    the host's name): `@local`, `@docker/NAME`, `@chroot/PATH`, or a host name for its ssh
+    connector. netfix only knows how ssh and @local carry commands: through any other
+    connector it cannot tell the management interface nor prove reachability."""
+
+    name: ClassVar[str] = "pyinfra"
+
+    def __init__(self, connector: str):
+        # Imported here, not in run(): gevent takes the thread that imports it for the main
+        # one (gevent/hub.py MAIN_THREAD_IDENT), and engine.parallel builds transports on
+        # the real main thread before any worker starts.
+        from netfix import pyinfra  # noqa: F401
+
+        self.connector = connector
+        kind = connector.split("/", 1)[0] if connector.startswith("@") else "@ssh"
+        self.sees_ssh_session = self.proves_reachability = kind in ("@ssh", "@local")
+        # Connectors that start local processes (@local, @docker, @chroot...) use gevent's
+        # subprocess, which reaps children only on the main thread's loop ("child watchers
+        # are only available on the default loop" in a worker thread).
+        self.main_thread = kind != "@ssh"
+
+    def run(self, host: Host, argv: list[str], data: bytes, timeout: float) -> Result:
+        from netfix import pyinfra
+
+        return pyinfra.run_connector(host, self.connector, shlex.join(argv), data, timeout)
+
+    def reconnect(self) -> None:
+        pass  # every round trip connects anew
+
+
+SSH, LOCAL = SshTransport(), LocalTransport()
+
+
+def transport_for(host: Host) -> Transport:
+    if host.via is not None:
+        return host.via
+    if host.transport == "pyinfra":
+        return PyinfraTransport(str(host.vars.get("pyinfra_host") or host.name))
+    return LOCAL if host.transport == "local" else SSH
+
+
+def limitations(host: Host) -> list[str]:
+    """What the host's transport cannot vouch for, as the plan and apply say it."""
+    t = transport_for(host)
+    out = []
+    if not t.sees_ssh_session:
+        out.append(f"transport {describe(host)} cannot tell which interface carries the "
+                   "connection: disruptive changes are not checked against it, and apply "
+                   "refuses them without --allow-disruptive")
+    if not t.proves_reachability:
+        out.append(f"transport {describe(host)} cannot prove the node is still reachable "
+                   "after a change: --confirm is refused for this host")
+    return out
+
+
+def describe(host: Host) -> str:
+    t = transport_for(host)
+    connector = getattr(t, "connector", None)
+    return f"{t.name} ({connector})" if connector else t.name
 
 
 def _client(host: Host):  # -> paramiko.SSHClient
@@ -147,7 +270,8 @@ def session(host: Host) -> Iterator[None]:
     apply's probe does)."""
     slots = _sessions.__dict__.setdefault("slots", {})
     key = _key(host)
-    if host.is_local or key in slots:  # nested: the outer block owns the connection
+    # Only netfix's ssh keeps connections; nested: the outer block owns the connection.
+    if transport_for(host) is not SSH or key in slots:
         yield
         return
     slots[key] = None

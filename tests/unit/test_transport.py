@@ -1,0 +1,176 @@
+"""The transport seam: which transport a host gets, what each one can vouch for, and how
+apply and plan act on it. Round trips go through recording transports (Host.via) or the
+real local transport running real sh."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from netfix import engine, transport
+from netfix.inventory import Host
+from netfix.plan import Change, HostPlan, Op, Plan
+from netfix.status import HostStatus
+
+
+@dataclass
+class Recorder:
+    """A transport that records every round trip and answers with `rc`."""
+
+    name: str = "recorder"
+    sees_ssh_session: bool = True
+    proves_reachability: bool = True
+    main_thread: bool = False
+    rc: int = 0
+    calls: list[tuple[list[str], bytes]] = field(default_factory=list)
+    threads: list[bool] = field(default_factory=list)
+
+    def run(self, host, argv, data, timeout):
+        self.calls.append((argv, data))
+        self.threads.append(threading.current_thread() is threading.main_thread())
+        return transport.Result(self.rc, "", "")
+
+    def reconnect(self) -> None:
+        pass
+
+
+def host(name: str = "n1", **host_vars) -> Host:
+    return Host(name, [], host_vars)
+
+
+@pytest.mark.parametrize(("h", "kind", "sees", "proves"), [
+    (host("node1"), transport.SshTransport, True, True),
+    (host("@local"), transport.LocalTransport, True, True),
+    (host("x", connection="local"), transport.LocalTransport, True, True),
+    (host("node1", transport="pyinfra"), transport.PyinfraTransport, True, True),
+    (host("n", transport="pyinfra", pyinfra_host="@local"), transport.PyinfraTransport, True,
+     True),
+    (host("@docker/web", transport="pyinfra"), transport.PyinfraTransport, False, False),
+    (host("c", transport="pyinfra", pyinfra_host="@chroot/srv"), transport.PyinfraTransport,
+     False, False),
+])
+def test_each_host_gets_its_transport_and_capabilities(h, kind, sees, proves):
+    t = transport.transport_for(h)
+    assert isinstance(t, kind)
+    assert (t.sees_ssh_session, t.proves_reachability) == (sees, proves)
+    assert (transport.limitations(h) == []) == (sees and proves)
+
+
+def test_limitations_say_which_transport_and_what_follows():
+    notes = transport.limitations(host("@docker/web", transport="pyinfra"))
+    assert notes[0].startswith("transport pyinfra (@docker/web) cannot tell which interface")
+    assert "refuses them without --allow-disruptive" in notes[0]
+    assert "--confirm is refused" in notes[1]
+
+
+def test_the_default_ssh_path_does_not_import_pyinfra():
+    import subprocess
+    import sys
+
+    code = ("import sys; from netfix import transport; from netfix.inventory import Host; "
+            "transport.transport_for(Host('n', [], {})); "
+            "print([m for m in sys.modules if m.startswith(('pyinfra', 'gevent'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_run_hands_argv_and_the_whole_script_to_the_hosts_transport():
+    rec = Recorder()
+    h = Host("n1", [], {}, via=rec)
+    transport.run(h, "echo hi\n", staged=True, state_dir="/tmp/st")
+    (argv, data), = rec.calls
+    assert data == b"echo hi\n"
+    # staged: STAGE receives the length and sha256 and checks them before running anything
+    assert argv[:3] == ["sh", "-c", transport.STAGE]
+    assert argv[4:] == ["8", hashlib.sha256(data).hexdigest(), "/tmp/st"]
+
+
+def test_pyinfra_scripts_end_with_a_newline_so_the_staged_length_holds():
+    rec = Recorder(name="pyinfra")
+    transport.run(Host("n1", [], {}, via=rec), "echo hi", staged=True)
+    (argv, data), = rec.calls
+    assert data == b"echo hi\n" and argv[4] == "8"
+
+
+def test_local_transport_runs_real_sh():
+    res = transport.run(host("@local"), 'echo "out"; echo err >&2; exit 3')
+    assert (res.rc, res.stdout, res.stderr) == (3, "out\n", "err\n")
+
+
+def pending_plan(name: str, disruptive: bool = False) -> HostPlan:
+    c = Change("sysctl", "net.core.somaxconn", "4096", "8192",
+               ops=[Op("value", "/proc/sys/net/core/somaxconn", "4096", "8192")],
+               flags=["disruptive"] if disruptive else [])
+    return HostPlan(name, "p", [c], "fp")
+
+
+def test_confirm_is_refused_where_the_transport_cannot_prove_reachability():
+    rec = Recorder(proves_reachability=False)
+    h = Host("n1", [], {}, via=rec)
+    (r,) = engine.apply([h], Plan([pending_plan("n1")]), engine.ApplyOptions(confirm_secs=30))
+    assert r.status == HostStatus.REFUSED and not r.ok
+    assert "--confirm needs proof" in r.message and "nothing was changed" in r.message
+    assert rec.calls == []  # refused before any round trip
+
+
+def test_disruptive_changes_are_refused_where_the_management_interface_is_unknown():
+    rec = Recorder(sees_ssh_session=False)
+    h = Host("n1", [], {}, via=rec)
+    (r,) = engine.apply([h], Plan([pending_plan("n1", disruptive=True)]))
+    assert r.status == HostStatus.REFUSED and "cannot tell which interface" in r.message
+    assert r.details == ["sysctl net.core.somaxconn: 4096 -> 8192"] and rec.calls == []
+    # the operator's explicit yes goes through to the node (one staged round trip)
+    (r,) = engine.apply([h], Plan([pending_plan("n1", disruptive=True)]),
+                        engine.ApplyOptions(allow_disruptive=True))
+    assert r.status == HostStatus.APPLIED and len(rec.calls) == 1
+    # a change that is not disruptive needs no guard
+    (r,) = engine.apply([h], Plan([pending_plan("n1")]))
+    assert r.status == HostStatus.APPLIED and len(rec.calls) == 2
+
+
+def test_transports_that_need_the_main_thread_stay_on_it_the_others_run_in_the_pool():
+    pinned, free = Recorder(main_thread=True), Recorder()
+    hosts = [Host(f"p{i}", [], {}, via=pinned) for i in range(3)]
+    hosts += [Host(f"f{i}", [], {}, via=free) for i in range(3)]
+    names = engine.parallel(hosts, lambda h: transport.run(h, "true") and h.name)
+    assert names == [h.name for h in hosts]  # results in host order, whatever ran where
+    assert pinned.threads == [True, True, True]
+    assert free.threads == [False, False, False]
+
+
+class FakePyinfraHost:
+    """Answers run_shell_command the way pyinfra's connectors do: success and lines only."""
+
+    name = "@fake"
+
+    def __init__(self, stdout: list[str], stderr: list[str]):
+        from pyinfra.connectors.util import CommandOutput, OutputLine
+
+        self.output = CommandOutput([OutputLine("stdout", s) for s in stdout]
+                                    + [OutputLine("stderr", s) for s in stderr])
+        self.commands: list[tuple[str, dict]] = []
+
+    def run_shell_command(self, command, **kwargs):
+        self.commands.append((command.get_raw_value(), kwargs))
+        return True, self.output
+
+
+@pytest.mark.parametrize(("stdout", "rc", "text"), [
+    (["FAILED\tk\twhy", "", "@@NETFIX-RC 65"], 65, "FAILED\tk\twhy\n"),
+    (["partial line@@NETFIX-RC 3"], -1, "partial line@@NETFIX-RC 3\n"),  # not on its own line
+    (["", "@@NETFIX-RC 0"], 0, ""),
+    ([], -1, ""),  # no mark at all: the command was cut off
+])
+def test_pyinfra_round_trip_reads_the_exit_code_netfix_prints(stdout, rc, text):
+    from netfix import pyinfra
+
+    fake = FakePyinfraHost(stdout, ["warn"])
+    res = pyinfra.run_on(fake, "sh -s", b"echo x\n", 10)
+    assert (res.rc, res.stdout, res.stderr) == (rc, text, "warn")
+    (command, kwargs), = fake.commands
+    assert command.startswith("sh -s; printf") and kwargs["_stdin"] == "echo x\n"
+    assert kwargs["_shell_executable"] == "sh"
