@@ -21,6 +21,7 @@ rows to the netfix row that does the same work. The lab lock is held for the who
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def main() -> None:
                               runs[base], base, runs[same] if same else None), flush=True)
         finally:
             lab.lab_down(lab_dir)
+            shutil.rmtree(work, ignore_errors=True)  # the inventories written for the run
 
 
 if __name__ == "__main__":

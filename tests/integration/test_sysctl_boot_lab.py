@@ -231,6 +231,7 @@ def fake_kubelet(lab):
     for pid in pids:
         lab.sh("node2", f"kill {pid} 2>/dev/null; true")
     lab.sh("node2", "rm -rf /etc/kubernetes")
+    exe.unlink()  # so that lab down removes the lab's dir
 
 
 def _kubelet_rows(lab, tmp_path) -> dict[str, dict]:
