@@ -40,7 +40,7 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
               metavar="N", help="Stop enforcing a key set back by someone else N times...")
 @click.option("--conflict-window", type=click.FloatRange(min=1.0), default=1800.0,
               show_default=True, metavar="SECONDS", help="...within this many seconds.")
-@click.option("--doctor-every", type=float, default=300.0, show_default=True,
+@click.option("--doctor-every", type=click.FloatRange(min=0.0), default=300.0, show_default=True,
               metavar="SECONDS", help="Run the (read-only) doctor this often for its "
               "findings in the metrics; 0: never.")
 @click.option("--node-name", metavar="NAME", help="The host label in logs and metrics "
@@ -65,7 +65,7 @@ def agent(ctx: click.Context, profile: str | None, mode: str, interval: float,
 
     options = loop.Options(profile, loop.Mode(mode), interval, allow_disruptive,
                            conflict_limit, conflict_window,
-                           Path(textfile) if textfile else None, max(0.0, doctor_every))
+                           Path(textfile) if textfile else None, doctor_every)
     try:
         code = loop.run(options, listen, node_name)
     except NetfixError as e:  # a bad profile, a port in use: before the loop starts

@@ -315,6 +315,14 @@ def test_cli_needs_a_profile_and_a_good_listen_address(tmp_path):
     assert r.exit_code == 1 and "Traceback" not in r.output and "missing.yaml" in r.output
 
 
+@pytest.mark.parametrize("option, value", [("--interval", "0.5"), ("--conflict-limit", "0"),
+                                           ("--conflict-window", "0"),
+                                           ("--doctor-every", "-1"), ("--mode", "fix")])
+def test_cli_refuses_out_of_range_options_before_starting(option, value):
+    r = CliRunner().invoke(main, ["agent", "--profile", "base", option, value])
+    assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output, r.output
+
+
 # ------------------------------------------------------------- alert rules and dashboard
 
 
