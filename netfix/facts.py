@@ -8,6 +8,7 @@ script; `parse` turns its output into `Facts`. Every record is one line:
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ class Needs:
     files: set[str] = field(default_factory=set)  # whole files, content wanted
     dirs: set[str] = field(default_factory=set)  # every *.conf in these dirs, with content
     scripts: dict[str, str] = field(default_factory=dict)  # name -> sh snippet, stdout kept
+    # process names (as in /proc/PID/comm) the snippets look for with nf_pids (facts.sh):
+    # one scan of /proc for all of them
+    procs: set[str] = field(default_factory=set)
 
     def update(self, other: Needs) -> None:
         self.sysctls |= other.sysctls
@@ -31,6 +35,7 @@ class Needs:
         self.files |= other.files
         self.dirs |= other.dirs
         self.scripts.update(other.scripts)
+        self.procs |= other.procs
 
 
 @dataclass
@@ -82,9 +87,16 @@ class Facts:
 TOOLS = ("sysctl", "ethtool", "nft", "flock", "systemctl", "base64", "sha256sum")
 
 
+COMM = re.compile(r"[A-Za-z0-9._-]{1,15}")  # a process name nf_pids can look for
+
+
 def build_script(needs: Needs) -> str:
     """One script (netfix/sh/facts.sh and facts-files.sh around the generated `v`, `f`
-    and `d` lines), every knob's snippet in it: one round trip per host."""
+    and `d` lines), every knob's snippet in it: one round trip per host.
+
+    Each snippet runs in a command substitution (a fork, no exec: its `set +f` and
+    variables stay its own); its byte count is an `ssize` record and its output goes into
+    the one base64 blob after the files' bytes (a base64 per snippet cost an exec each)."""
     q = shlex.quote
     lines = [sh.script("facts.sh", NF_TOOLS=TOOLS).rstrip("\n")]
     for path in sorted({sysctl_path(k) for k in needs.sysctls} | needs.paths):
@@ -93,16 +105,27 @@ def build_script(needs: Needs) -> str:
         lines.append(f"f {q(path)}")
     for path in sorted(needs.dirs):
         lines.append(f"d {q(path)}")
-    lines.append(sh.load("facts-files.sh"))
+    if needs.procs:
+        if bad := sorted(n for n in needs.procs if not COMM.fullmatch(n)):
+            raise ValueError(f"not a process name nf_pids can look for: {bad!r}")
+        names = " ".join(f"-e {n}" for n in sorted(needs.procs))
+        lines.append(f"set +f; NF_PROCS=$(grep -sHxF {names} -- /proc/[0-9]*/comm); set -f")
     for name, snippet in sorted(needs.scripts.items()):
-        lines.append(f"printf '@@NF\\ts\\t%s\\tout\\t' {q(name)}")
-        lines.append(f"( set +f; {snippet}\n) 2>/dev/null | base64 -w0; echo")
-    return "\n".join(lines) + "\n"
+        lines.append(f"S=$({{ set +f; {snippet}\n}} 2>/dev/null)")
+        lines.append(f"printf '@@NF\\tssize\\t%s\\t%s\\t\\n' {q(name)} \"${{#S}}\"; "
+                     'NF_SOUT="$NF_SOUT$S"')
+    lines.append(sh.load("facts-files.sh"))
+    # The records leave in one write at the end instead of one per printf: sshd sent each
+    # as its own SSH packet, and at 100 hosts the controller's CPU went on decrypting them.
+    body = "\n".join(lines)
+    return ("# shellcheck disable=SC2317 # v, f and d: called only for what the knobs need\n"
+            f"NF_OUT=$(\n{body}\n)\nprintf '%s\\n' \"$NF_OUT\"\n")
 
 
 def parse(host: str, output: str) -> Facts:
     facts = Facts(host=host)
-    sizes: list[tuple[str, int]] = []
+    sizes: list[tuple[str, str, int]] = []  # the blob's parts in order: (kind, name, bytes)
+    blob: bytes | None = None
     in_values = False
     for line in output.splitlines():
         if in_values and not line.startswith(MARK + "\t"):
@@ -122,23 +145,31 @@ def parse(host: str, output: str) -> Facts:
             in_values = name == "begin"
         elif kind == "f":
             _add_file(facts, name, None, masked=state == "masked")
-        elif kind == "size":
-            sizes.append((name, int(state)))
+        elif kind in ("size", "ssize"):
+            sizes.append((kind, name, int(state)))
         elif kind == "blob":
             blob = base64.b64decode(payload)
-            if len(blob) != sum(n for _, n in sizes):
-                raise ValueError("files changed while they were read; run again")
-            pos = 0
-            for name_, n in sizes:
-                _add_file(facts, name_, blob[pos:pos + n])
-                pos += n
         elif kind == "d":
             facts.dirs.setdefault(name, {})
-        elif kind == "s":
-            facts.scripts[name] = base64.b64decode(payload).decode(errors="replace")
         elif kind == "pending":
             facts.interrupted[name] = base64.b64decode(payload)
+    if sizes or blob:
+        _split_blob(facts, sizes, blob or b"")
     return facts
+
+
+def _split_blob(facts: Facts, sizes: list[tuple[str, str, int]], blob: bytes) -> None:
+    if len(blob) != sum(n for _, _, n in sizes):
+        raise ValueError("files changed while they were read; run again")
+    pos = 0
+    # the files' bytes come first in the blob (cat), then the snippets' (NF_SOUT)
+    for kind, name, n in sorted(sizes, key=lambda part: part[0] != "size"):
+        part = blob[pos:pos + n]
+        pos += n
+        if kind == "size":
+            _add_file(facts, name, part)
+        else:
+            facts.scripts[name] = part.decode(errors="replace")
 
 
 def _add_value_line(facts: Facts, line: str) -> None:

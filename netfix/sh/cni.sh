@@ -5,10 +5,8 @@
 # from its --config-dir (one file per option, the ConfigMap mounted in its container),
 # read through /proc/PID/root: "CFG pid option value".
 w_procs calico-node calico-felix cilium-agent flanneld weaver kube-router
-for p in /proc/[0-9]*; do
-  c=""
-  read -r c < "$p/comm" 2>/dev/null || continue
-  [ "$c" = cilium-agent ] || continue
+nf_pids cilium-agent
+for p in $NF_PIDS; do
   dir=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config-dir=//p; /^--config-dir$/{n;p;}' \
     | head -n1)
   [ -n "$dir" ] || continue

@@ -1,8 +1,10 @@
 # shellcheck shell=sh
-# After the `v`/`f`/`d` lines: all values from one grep (dash's `read` reads byte by
-# byte, and procfs sysctls return EOF at offset 1); all files at once: sizes from one
-# stat, one cat | base64, split by size on the controller.
-# V and F are newline-separated path lists, split on newlines only (set -f: no globs).
+# After the `v`/`f`/`d` lines and the snippets' captures: all values from one grep (dash's
+# `read` reads byte by byte, and procfs sysctls return EOF at offset 1); the files' sizes
+# from one stat, then ONE base64 of the files' bytes followed by the snippets' outputs
+# (their byte counts are in their `ssize` records), split on the controller.
+# V and F are newline-separated path lists, split on newlines only (set -f: no globs);
+# NF_SOUT is the snippets' outputs, concatenated.
 if [ -n "$V" ]; then
   IFS="$NL"; echo '@@NF	vals	begin	 	'
   # shellcheck disable=SC2086 # one argument per path in V
@@ -12,7 +14,11 @@ if [ -n "$F" ]; then
   IFS="$NL"
   # shellcheck disable=SC2086 # one argument per path in F
   stat -L --printf '@@NF\tsize\t%n\t%s\t\n' -- $F
+  unset IFS
+fi
+if [ -n "$F" ] || [ -n "$NF_SOUT" ]; then
   printf '@@NF\tblob\t\t\t'
+  IFS="$NL"
   # shellcheck disable=SC2086 # one argument per path in F
-  cat -- $F | base64 -w0; echo; unset IFS
+  { [ -z "$F" ] || cat -- $F; printf '%s' "$NF_SOUT"; } | base64 -w0; echo; unset IFS
 fi

@@ -12,6 +12,9 @@ NL='
 '
 F=""
 V=""
+# shellcheck disable=SC2034 # the snippets' outputs, read by facts-files.sh
+NF_SOUT=""
+NF_PROCS=""
 # v PATH: a single-value file: absent, read-only or writable (its value comes from the
 # one grep of facts-files.sh).
 v() {
@@ -26,6 +29,19 @@ f() {
     printf '@@NF\tf\t%s\tmasked\t\n' "$1"
   elif [ -f "$1" ] && [ -r "$1" ]; then F="$F$1$NL"
   else printf '@@NF\tf\t%s\tabsent\t\n' "$1"; fi
+}
+# nf_pids NAME...: the /proc/PID dirs of the processes named NAME, into NF_PIDS, in the
+# order of /proc's glob. From NF_PROCS, the fact script's one scan of /proc/*/comm
+# (`path:comm` lines, only the wanted names, so no blanks): one grep for every writer,
+# where a loop of `read`s per writer cost a syscall per byte of every process's name.
+nf_pids() {
+  NF_PIDS=""
+  for _l in $NF_PROCS; do
+    for _n in "$@"; do
+      [ "${_l#*:}" = "$_n" ] && NF_PIDS="$NF_PIDS ${_l%/comm:*}"
+    done
+  done
+  return 0
 }
 # d DIR: every *.conf in DIR, as f.
 d() {

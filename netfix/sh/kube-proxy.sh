@@ -15,8 +15,8 @@ kp_version() {
   v=$(timeout 2 "$1" --version </dev/null 2>/dev/null | head -n1)
   case "$v" in *Kubernetes\ v*) echo "VERSION $v" ;; *) return 1 ;; esac
 }
-for p in /proc/[0-9]*; do
-  c=""; read -r c < "$p/comm" 2>/dev/null; [ "$c" = kube-proxy ] || continue
+nf_pids kube-proxy
+for p in $NF_PIDS; do
   echo "PID ${p#/proc/}"
   tr '\0' '\n' < "$p/cmdline" | sed 's/^/ARG /'
   cfg=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config=//p; /^--config$/{n;p;}' | head -n1)

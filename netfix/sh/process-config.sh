@@ -5,8 +5,8 @@
 # the host; a relative --config is resolved against the process's working directory.
 # Input: NF_COMM, the process name (its /proc/PID/comm).
 : "${NF_COMM?}"
-for p in /proc/[0-9]*; do
-  c=""; read -r c < "$p/comm" 2>/dev/null; [ "$c" = "$NF_COMM" ] || continue
+nf_pids "$NF_COMM"
+for p in $NF_PIDS; do
   echo "PID ${p#/proc/}"
   tr '\0' '\n' < "$p/cmdline" | sed 's/^/ARG /'
   cfg=$(tr '\0' '\n' < "$p/cmdline" | sed -n 's/^--config=//p; /^--config$/{n;p;}' | head -n1)

@@ -5,13 +5,15 @@
 # "F path" then "| line" for each line of that file, "M path" for a file masked by a
 # symlink to /dev/null. Nothing read here is ever run.
 
-# w_procs NAME...: every process whose comm (15 chars at most) is one of NAME.
+# w_procs NAME...: every process whose comm (15 chars at most) is one of NAME (found by
+# the fact script's one scan, NF_PROCS: see nf_pids in facts.sh; the writer's needs name
+# them).
 w_procs() {
-  for p in /proc/[0-9]*; do
-    c=""
-    read -r c < "$p/comm" 2>/dev/null || continue
+  for l in $NF_PROCS; do
+    c=${l#*:}
     for n in "$@"; do
       [ "$c" = "$n" ] || continue
+      p=${l%/comm:*}
       echo "PROC ${p#/proc/} $c"
       tr '\0' '\n' < "$p/cmdline" 2>/dev/null | sed 's/^/ARG /'
     done

@@ -77,7 +77,7 @@ AGENTS["calico-felix"] = AGENTS["calico-node"]
 def needs(data: dict) -> Needs:
     if not any(data.get(s) for s in ("sysctl", "syn_flood", "conntrack")):
         return Needs()
-    return common.needs(SCRIPT, "cni.sh")
+    return common.needs(SCRIPT, "cni.sh", procs=set(AGENTS))
 
 
 def agents(text: str) -> dict[str, common.Proc]:

@@ -49,7 +49,8 @@ def needs(data: dict) -> Needs:
     keys = {normalize_key(str(k)) for k in (data.get("sysctl") or {})}
     if not keys & KERNEL_DEFAULTS.keys():
         return Needs()
-    return Needs(scripts={SCRIPT: sh.render("process-config.sh", NF_COMM="kubelet")})
+    return Needs(scripts={SCRIPT: sh.render("process-config.sh", NF_COMM="kubelet")},
+                 procs={"kubelet"})
 
 
 def parse(output: str) -> Kubelet | None:

@@ -237,7 +237,7 @@ def needs(data: dict) -> Needs:
     """Read kube-proxy only when the profile sets something it writes."""
     sysctls = data.get("sysctl") or {}
     if data.get("conntrack") or any(k.replace("/", ".") in TARGETS for k in sysctls):
-        return Needs(scripts={NAME: SCRIPT})
+        return Needs(scripts={NAME: SCRIPT}, procs={"kube-proxy"})
     return Needs()
 
 

@@ -37,6 +37,8 @@ NETWORK_DIRS = ("/etc/systemd/network", "/run/systemd/network",
                 "/usr/local/lib/systemd/network", "/usr/lib/systemd/network",
                 "/lib/systemd/network")
 UDEVD, NETWORKD, NM = "systemd-udevd", "systemd-networkd", "NetworkManager"
+# their process names (/proc/PID/comm is 15 characters at most)
+MANAGERS = (UDEVD, NETWORKD[:15], NM)
 NETFIX_RULE = "netfix-nic"  # Writer.name of netfix's own udev rule / boot unit
 
 # [Link] key of a .link file -> (netfix's group, key in that group; "" for one value)
@@ -96,7 +98,7 @@ class Source:
 def needs(data: dict) -> Needs:
     if not (data.get("nic") or {}).get("interfaces"):
         return Needs()
-    return common.needs(SCRIPT, "linkfiles.sh")
+    return common.needs(SCRIPT, "linkfiles.sh", procs=set(MANAGERS))
 
 
 # --------------------------------------------------------------------------- parsing

@@ -61,7 +61,8 @@ class Profile:
 def needs(data: dict) -> Needs:
     if not any(data.get(s) for s in TOUCHED):
         return Needs()
-    return common.needs(SCRIPT, "tuned.sh", files={SYSCTL_CONF}, dirs=set(REAPPLY_DIRS))
+    return common.needs(SCRIPT, "tuned.sh", files={SYSCTL_CONF}, dirs=set(REAPPLY_DIRS),
+                        procs={"tuned"})
 
 
 def load(files: dict[str, str | None]) -> Profile:

@@ -5,6 +5,7 @@ that reads the same values in the facts (the normaliser, the ethtool parsers).""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -195,3 +196,76 @@ def test_awk_reader_of_the_text_equals_the_json_parser(stem, tmp_path):
                                                        (ET / f"{stem}.json").read_text()))
     assert as_json == python_state("offloads", text)
     assert awk_state("offloads", text, list(as_json), tmp_path) == ethtool.state(as_json)
+
+
+# --------------------------------------------------------------------------- fact script
+
+
+def test_snippet_outputs_arrive_byte_exact_in_the_one_blob(tmp_path):
+    """Files and snippets share one base64 blob, split by byte counts: what a snippet
+    prints (tabs, CR, UTF-8, lines that look like records) reaches its parser unchanged but
+    for trailing newlines, and a file's bytes exactly."""
+    odd = "a\tb\r\n@@NF\tsize\t/x\t99\t\n\u00e9t\u00e9 \u2014 \\n $(id)\n\n"
+    f = tmp_path / "f.conf"
+    f.write_bytes(b"\x00\xffbin\r\n")
+    needs = Needs(files={str(f)}, scripts={"odd": f"printf '%s' {shlex.quote(odd)}",
+                                           "empty": "true", "two": "echo 1; echo 2"})
+    out = subprocess.run(["sh", "-s"], input=build_script(needs).encode(),
+                         capture_output=True).stdout.decode()
+    facts = parse("h", out)
+    assert facts.scripts == {"odd": odd.rstrip("\n"), "empty": "", "two": "1\n2"}
+    assert facts.files[str(f)] == b"\x00\xffbin\r\n"
+
+
+def test_a_torn_blob_is_an_error_not_wrong_facts():
+    needs = Needs(scripts={"x": "echo hello"})
+    out = subprocess.run(["sh", "-s"], input=build_script(needs), capture_output=True,
+                         text=True).stdout.replace("\tssize\tx\t5\t", "\tssize\tx\t4\t")
+    with pytest.raises(ValueError, match="changed while"):
+        parse("h", out)
+
+
+def test_fact_script_output_leaves_in_one_write():
+    """The node's records leave in one write (sshd made an SSH packet of each printf, and
+    decrypting them was the controller's CPU at 100 hosts)."""
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed (scripts/setup.sh installs it)")
+    script = build_script(Needs(paths={"/proc/sys/kernel/ostype", "/proc/sys/kernel/osrelease"},
+                                scripts={"a": "echo a", "b": "echo b"}))
+    r = subprocess.run(["strace", "-qq", "-e", "trace=write", "-e", "signal=none", "sh", "-s"],
+                       input=script, capture_output=True, text=True)
+    writes = [line for line in r.stderr.splitlines() if line.startswith("write(1,")]
+    assert "@@NF\ttool" in r.stdout and len(writes) == 1, writes
+
+
+def test_plan_fact_script_processes(tmp_path):
+    """What the public-vds fact script starts, by program, in a network namespace of this
+    machine: sh, the values' grep, the /proc scan's grep, stat, cat and base64 of the files
+    and snippets, the procps version where procps boots the node, and two readlinks
+    per symlinked sysctl.d file (is it masked; where does it point). Each process is most
+    of a node's CPU cost (with 100 lab nodes on a 2-CPU controller, wall time). (13
+    before 2026-12-01: a base64 per snippet, both appliers' --version and seds; and a loop
+    of reads over /proc per writer.)"""
+    import collections
+    import os
+
+    from netfix import engine
+    from netfix.profile import load_profile
+
+    if os.geteuid() != 0 or not shutil.which("strace") or not shutil.which("unshare"):
+        pytest.skip("needs root, strace and unshare (scripts/setup.sh installs strace)")
+    trace = tmp_path / "execve"
+    script = build_script(engine.needs_for(load_profile("public-vds")))
+    p = subprocess.run(["unshare", "--net", "--mount", "sh", "-c",
+                        'mount -t sysfs sysfs /sys && exec strace -f -qq -e trace=execve '
+                        '-o "$1" sh -s', "-", str(trace)], input=script, text=True,
+                       capture_output=True, timeout=60)
+    facts = parse("h", p.stdout)
+    boot = facts.scripts["sysctl-boot"]
+    assert facts.uid == 0 and "PID1" in boot, p.stderr
+    ran = collections.Counter(
+        os.path.basename(m.group(1)) for m in re.finditer(
+            r'execve\("([^"]+)".*= 0$', trace.read_text(), re.M))
+    want = {"sh": 1, "grep": 2, "stat": 1, "cat": 1, "base64": 1,
+            "sysctl": int("PROCPS_VERSION" in boot), "readlink": 2 * boot.count("\nLINK ")}
+    assert dict(ran) == {k: n for k, n in want.items() if n}, dict(ran)

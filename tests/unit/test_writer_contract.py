@@ -61,3 +61,28 @@ def test_annotate_adds_no_ops_and_keeps_values(mod):
     for old, new in zip(before, changes, strict=True):
         assert (new.knob, new.target, new.current, new.desired, new.action, new.ops) == \
             (old.knob, old.target, old.current, old.desired, old.action, old.ops)
+
+
+# Profiles that make every writer model read the node (each model reads only for what its
+# writer touches): a sysctl kubelet checks, conntrack, and a NIC block.
+EVERYTHING = {**PROFILE, "sysctl": {"net.core.somaxconn": "4096", "vm.overcommit_memory": 1},
+              "nic": {"interfaces": [{"match": "eth*", "mtu": 1500}]}}
+
+
+@pytest.mark.parametrize("mod", writers.modules(), ids=name)
+def test_processes_a_snippet_looks_for_are_in_its_needs(mod):
+    """The fact script scans /proc once, for the names in Needs.procs (facts.sh nf_pids):
+    a snippet looking for a process its needs do not name would never find it."""
+    import re
+
+    needs = mod.needs(EVERYTHING)
+    assert needs.scripts, f"{name(mod)}: reads nothing even for {EVERYTHING}"
+    for snippet in needs.scripts.values():
+        wanted: set[str] = set()
+        for m in re.finditer(r"\b(?:w_procs|nf_pids) ([^)\n]+)", snippet, re.M):
+            words = m.group(1).split()
+            if words == ['"$NF_COMM"']:
+                words = re.findall(r"^NF_COMM='?([^'\n]+)'?$", snippet, re.M)
+            wanted |= set(words)
+        assert wanted, f"{name(mod)}: its snippet looks for no process"
+        assert wanted <= needs.procs, (name(mod), wanted - needs.procs)
