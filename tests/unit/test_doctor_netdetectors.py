@@ -86,6 +86,36 @@ def test_overlay_mtu_above_underlay_minus_overhead():
     assert mtu.detect(sample("mtu", (DATA / "mtu-vxlan-1450.txt").read_text())) == []
 
 
+def test_default_routes_from_the_kernels_route_files():
+    """/proc/net/route by its header names (main table; reject routes are no way out);
+    /proc/net/ipv6_route by its fixed columns, without the kernel's `unreachable` null
+    entry on lo; IPv4 first, each device once. Plus this machine's real files."""
+    head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT"
+    v4 = "\n".join([head, "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+                    "*\t00000000\t00000000\t0201\t0\t0\t10\t00000000\t0\t0\t0",
+                    "bond0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0",
+                    "eth0\t00000000\t010200C0\t0003\t0\t0\t200\t00000000\t0\t0\t0"])
+    zero = "0" * 32
+    v6 = "\n".join([f"{zero} 00 {zero} 00 fd00{'0' * 27}1 00000400 00000003 00000000 00000003 "
+                    "    eth1",
+                    f"fd00{'0' * 28} 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001 "
+                    "    eth2",
+                    f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200       lo"])
+    assert mtu.default_devs(v4, v6) == ["bond0", "eth0", "eth1"]
+    assert mtu.default_devs("", "") == []
+    assert mtu.default_devs("garbage\n1 2 3", "short line") == []
+    real4 = Path("/proc/net/route").read_text()
+    real6 = Path("/proc/net/ipv6_route").read_text() if Path("/proc/net/ipv6_route").exists() \
+        else ""
+    import subprocess
+
+    ip = subprocess.run(["ip", "-o", "route", "show", "default"], capture_output=True,
+                        text=True).stdout.split()
+    want = [ip[i + 1] for i, w in enumerate(ip[:-1]) if w == "dev"]
+    assert mtu.default_devs(real4, "")[:1] == want[:1]  # the one the underlay fallback takes
+    assert set(mtu.default_devs(real4, real6)) >= set(want)
+
+
 def test_probe_black_hole():
     text = ("== probe 10.251.0.12 eth0 9000 ok fail\n== probe 10.251.0.13 eth0 1500 ok ok\n"
             "== probe 10.251.0.14 eth0 1500 fail fail\n")
