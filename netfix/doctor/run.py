@@ -14,12 +14,12 @@ error (the other hosts carry on). Nothing here prints.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatch
 from importlib import resources
 from types import ModuleType
 
@@ -242,13 +242,26 @@ def by_path(text: str) -> dict[str, list[str]]:
     return out
 
 
+def _matching(patterns: Sequence[str], lines: dict[str, list[str]]) -> set[str]:
+    """The paths of `lines` that match one of `patterns`: most are literal paths (a dict
+    look-up); fnmatch, one compiled pattern per glob, only for the globs."""
+    out: set[str] = set()
+    for p in patterns:
+        if any(c in p for c in "*?["):
+            out.update(fnmatch.filter(lines, p))
+        elif p in lines:
+            out.add(p)
+    return out
+
+
 def file_sections(mod: ModuleType, attr: str, lines: dict[str, list[str]]) -> str:
-    """A detector's declared files as the `== section` text its parsers read."""
+    """A detector's declared files as the `== section` text its parsers read (in the
+    grep's order)."""
     out = []
     for section, f in getattr(mod, attr, {}).items():
+        wanted = _matching(f.paths, lines)
         body = [line if f.raw else f"{path}:{line}"
-                for path, got in lines.items() if any(fnmatch(path, p) for p in f.paths)
-                for line in got]
+                for path, got in lines.items() if path in wanted for line in got]
         if body:
             out += [f"== {section}", *body]
     return "\n".join(out) + "\n" if out else ""

@@ -129,7 +129,7 @@ NETSTAT = ("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCook
            "TCPReqQFullDrop Other\nTcpExt: 0 {} {} {} {} 7\n")
 ONCE = ("/proc/sys/net/ipv4/tcp_syncookies:0\n/proc/sys/net/ipv4/tcp_max_syn_backlog:4096\n"
         "/proc/sys/net/core/somaxconn:4096\n/proc/sys/net/ipv4/tcp_synack_retries:5\n"
-        "listen 10.251.0.12:8080 0 1\nlisten 0.0.0.0:22 0 128\n")
+        "LISTEN 0 1 10.251.0.12:8080 0.0.0.0:*\nLISTEN 0      128    0.0.0.0:22 0.0.0.0:*\n")
 
 
 def test_netstat_by_header_names():
@@ -139,6 +139,36 @@ def test_netstat_by_header_names():
     # a kernel with other columns in another order
     text = "TcpExt: TCPReqQFullDrop Zed ListenOverflows\nTcpExt: 5 9 3\nIpExt: A\nIpExt: 1\n"
     assert synflood._netstat(text) == {"TCPReqQFullDrop": 5, "Zed": 9, "ListenOverflows": 3}
+
+
+def test_listeners_read_only_when_a_counter_says_a_finding_may_need_them(tmp_path):
+    """--window 0: `ss` runs only when one of the four counters is above 0 (by header
+    name, wherever the column is) or the file is unreadable; with a window, always."""
+    import subprocess
+
+    sh = (Path(synflood.__file__).with_name("synflood.sh")).read_text()
+    fake = tmp_path / "netstat"
+
+    def once(netstat: str | None, window: str = "0") -> str:
+        if netstat is not None:
+            fake.write_text(netstat)
+        path = fake if netstat is not None else tmp_path / "absent"
+        code = sh + "\nss() { echo LISTEN 0 7 127.0.0.1:1 0.0.0.0:*; }\nonce_synflood\n"
+        return subprocess.run(["sh", "-c", code], env={"ND_WINDOW": window,
+                              "ND_NETSTAT": str(path), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True).stdout
+    zero = NETSTAT.format(0, 0, 0, 0) + "IpExt: InNoRoutes\nIpExt: 3\n"
+    assert once(zero) == "listeners skipped\n"
+    for i in range(4):
+        n = [0, 0, 0, 0]
+        n[i] = 2
+        assert once(NETSTAT.format(*n)).startswith("LISTEN"), i
+    assert once("TcpExt: TCPReqQFullDrop Zed\nTcpExt: 0 9\n") == "listeners skipped\n"
+    assert once("TcpExt: Zed TCPReqQFullDrop\nTcpExt: 0 1\n").startswith("LISTEN")
+    assert once(None).startswith("LISTEN")  # unreadable: read them
+    assert once(zero, window="2").startswith("LISTEN")
+    _, listeners = synflood._once("LISTEN 0      7      127.0.0.1:1      0.0.0.0:*\n")
+    assert listeners == [("127.0.0.1:1", 0, 7)]
 
 
 def test_syn_drops_in_the_window_are_critical_with_a_syn_flood_remedy():
