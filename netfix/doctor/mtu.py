@@ -28,8 +28,8 @@ CODES = {
 # lists the main table only, like `ip route show` (fib_route_seq_show walks
 # iter->main_trie, net/ipv4/fib_trie.c) and names each route's first nexthop device only
 # (fib_info_nhc(fi, 0)), which is the one the underlay fallback takes. /proc/net/ipv6_route
-# walks every table (`ip -6 route show` the main one): a default route of another table
-# counts too, after the main table's IPv4 ones.
+# walks every table (ipv6_route_seq_next_table, net/ipv6/ip6_fib.c; `ip -6 route show` the
+# main one): a default route of another table counts too, after the IPv4 ones.
 ONCE_FILES = {"route4": Files(("/proc/net/route",), raw=True),
               "route6": Files(("/proc/net/ipv6_route",), raw=True)}
 RTF_UP, RTF_REJECT = 0x0001, 0x0200  # include/uapi/linux/route.h
