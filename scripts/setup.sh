@@ -13,7 +13,8 @@ need_root() {
 need_root
 
 PKGS=(openssh-server openssh-client nftables ethtool iproute2 conntrack procps kmod sudo
-      util-linux coreutils python3 python3-venv iptables iputils-ping)
+      util-linux coreutils python3 python3-venv iptables iputils-ping
+      strace)  # strace: the doctor's process-count test
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

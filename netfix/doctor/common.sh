@@ -2,8 +2,9 @@
 # Read-only: it reads /proc and the kernel log and writes nothing. POSIX sh.
 #
 # Output, after a `@@ND common -` marker, one `key value` line each:
-#   clock EPOCH        the node's wall clock (seconds since 1970, UTC)
-#   uptime SECONDS     /proc/uptime when the clock was read (kernel log times are uptimes)
+#   uptime SECONDS     /proc/uptime (kernel log times are uptimes)
+#   clock EPOCH        the node's wall clock (seconds since 1970, UTC), right after; only
+#                      where the kernel log is read (it dates its lines)
 #   cpus N, kernel RELEASE, uid N
 #   netns 0|1          1: a network namespace (or container) of a larger kernel
 #   klog SOURCE        dmesg, kmsg, skipped (netns: the log is the host's) or none
@@ -73,7 +74,6 @@ nd_klog_read() {
 
 nd_common() {
   nd_mark common -
-  printf 'clock %s\n' "$(date +%s)"
   printf 'uptime '; nd_uptime
   printf 'cpus '; nd_cpus
   read -r k < /proc/sys/kernel/osrelease && printf 'kernel %s\n' "$k"
@@ -87,6 +87,8 @@ nd_common() {
     nd_mark klog -
     return 0
   fi
+  # The clock only dates kernel log lines (a `date` process): not read where the log is not.
+  printf 'clock %s\n' "$(date +%s)"
   nd_tmp=$(nd_klog_read)
   # first line: the source; the rest: the log lines (split by the shell, no head/tail)
   printf 'klog %s\n' "${nd_tmp%%"$ND_NL"*}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 
 from netfix import ifaces
-from netfix.doctor import Finding, Remedy, Sample, Severity
+from netfix.doctor import Files, Finding, Remedy, Sample, Severity
+from netfix.doctor.parse import sections
 from netfix.knobs import mtu as mtu_knob
 from netfix.plan import SKIP
 
@@ -21,6 +22,50 @@ CODES = {
     "mtu-black-hole": "--probe-mtu: small pings to another node pass, full-MTU pings with "
                       "don't-fragment do not: large transfers stall on that path",
 }
+
+# The default routes, for the overlay's underlay when it names no link of its own: from the
+# kernel's route files rather than two `ip route show default` processes. /proc/net/route
+# lists the main table only, like `ip route show` (fib_route_seq_show walks
+# iter->main_trie, net/ipv4/fib_trie.c) and names each route's first nexthop device only
+# (fib_info_nhc(fi, 0)), which is the one the underlay fallback takes. /proc/net/ipv6_route
+# walks every table (ipv6_route_seq_next_table, net/ipv6/ip6_fib.c; `ip -6 route show` the
+# main one): a default route of another table counts too, after the IPv4 ones.
+ONCE_FILES = {"route4": Files(("/proc/net/route",), raw=True),
+              "route6": Files(("/proc/net/ipv6_route",), raw=True)}
+RTF_UP, RTF_REJECT = 0x0001, 0x0200  # include/uapi/linux/route.h
+
+
+def _flags(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        return 0
+
+
+def default_devs(route4: str, route6: str) -> list[str]:
+    """The devices of the usable default routes, IPv4 first, in the kernel's order.
+    route4: Iface Destination Gateway Flags RefCnt Use Metric Mask... (by header name);
+    route6: dest plen src plen nexthop metric refcnt use flags dev (fixed columns)."""
+    devs = []
+    lines = route4.splitlines()
+    head = lines[0].split() if lines else []
+    if {"Iface", "Destination", "Flags", "Mask"} <= set(head):
+        col = {name: i for i, name in enumerate(head)}
+        for line in lines[1:]:
+            w = line.split()
+            if len(w) < len(head):
+                continue
+            flags = _flags(w[col["Flags"]])
+            if w[col["Destination"]] == w[col["Mask"]] == "00000000" and flags & RTF_UP \
+                    and not flags & RTF_REJECT:
+                devs.append(w[col["Iface"]])
+    for line in route6.splitlines():
+        w = line.split()
+        if len(w) == 10 and w[1] == "00" and set(w[0]) == {"0"}:
+            flags = _flags(w[8])
+            if flags & RTF_UP and not flags & RTF_REJECT:
+                devs.append(w[9])
+    return list(dict.fromkeys(devs))
 
 
 def probe_targets(hosts) -> list[str]:
@@ -37,6 +82,8 @@ def probe_targets(hosts) -> list[str]:
 def detect(sample: Sample) -> list[Finding]:
     text = sample.once.get(NAME, "")
     net = ifaces.parse(text)
+    files = sections(text)
+    net.default_devs = default_devs(files.get("route4", ""), files.get("route6", ""))
     findings = []
     for row in mtu_knob.overlay_rows({}, net, {}):
         if row.action != SKIP:

@@ -1,5 +1,6 @@
-# netfix doctor detector `mtu`: links (with their kind and tunnel data), addresses and
-# default routes, read once, in the records netfix.ifaces.parse reads. With --probe-mtu,
+# netfix doctor detector `mtu`: links (with their kind and tunnel data) and addresses, read
+# once, in the records netfix.ifaces.parse reads; the default routes are /proc/net/route and
+# /proc/net/ipv6_route in the runner's one grep (mtu.py's ONCE_FILES), not two `ip route`. With --probe-mtu,
 # $ND_PROBE holds the other nodes' addresses: one small and one full-size ping with the
 # don't-fragment bit to each (ping is read-only; it only sends to those addresses).
 
@@ -12,9 +13,6 @@ once_mtu() {
     echo "== addr"
     ip -j addr show 2>/dev/null
   fi
-  echo "== route"
-  ip -o route show default 2>/dev/null
-  ip -o -6 route show default 2>/dev/null
   [ -n "${ND_PROBE:-}" ] || return 0
   command -v ping >/dev/null 2>&1 || { echo "== probe-unavailable"; return 0; }
   own=$(ip -o addr show 2>/dev/null)

@@ -14,12 +14,12 @@ error (the other hosts carry on). Nothing here prints.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatch
 from importlib import resources
 from types import ModuleType
 
@@ -33,6 +33,7 @@ __all__ = ["Files"]  # detectors declare their files with it; the runner reads t
 
 SCHEMA = "netfix-doctor/v1"
 MARK = "@@ND "
+FIRST = "once+before"  # the part of the first grep: the once files and the first sample
 MAX_WINDOW = 3600.0
 MAX_TRACE = 300.0  # --trace-drops seconds
 # Seconds the node may take beyond the window (kernel log, iptables-save of a big ruleset).
@@ -156,12 +157,15 @@ def build_script(mods: Sequence[ModuleType], window: float,
     if trace > 0:  # the one part that writes on the node: only when asked for
         parts.append(_sh("trace.sh"))
     parts += [_sh(f"{n}.sh") for n in names]
-    body = ["nd_common", *_grep("once", once)]
+    body = ["nd_common"]
     body += [f"nd_mark once {n}; once_{n} 2>/dev/null" for n in names]
     trace_end = ["nd_trace_off", "nd_trace_read", "nd_trace_cleanup"]
     if trace > 0:
         body += ["nd_trace_start"]
-    body += ["nd_mark t before; nd_uptime", *_grep("before", sample)]
+    # The files read once are read with the first sample: one grep (one process) for both;
+    # the parser gives its lines to both parts (each detector takes the paths it declared).
+    first = list(dict.fromkeys(once + sample))
+    body += ["nd_mark t before; nd_uptime", *_grep(FIRST, first)]
     body += [f"nd_mark before {n}; sample_{n} 2>/dev/null" for n in names]
     if trace > 0 and trace <= window:  # the trace ends within the window
         body += [f"sleep {trace:g}", *trace_end]
@@ -238,13 +242,26 @@ def by_path(text: str) -> dict[str, list[str]]:
     return out
 
 
+def _matching(patterns: Sequence[str], lines: dict[str, list[str]]) -> set[str]:
+    """The paths of `lines` that match one of `patterns`: most are literal paths (a dict
+    look-up); fnmatch, one compiled pattern per glob, only for the globs."""
+    out: set[str] = set()
+    for p in patterns:
+        if any(c in p for c in "*?["):
+            out.update(fnmatch.filter(lines, p))
+        elif p in lines:
+            out.add(p)
+    return out
+
+
 def file_sections(mod: ModuleType, attr: str, lines: dict[str, list[str]]) -> str:
-    """A detector's declared files as the `== section` text its parsers read."""
+    """A detector's declared files as the `== section` text its parsers read (in the
+    grep's order)."""
     out = []
     for section, f in getattr(mod, attr, {}).items():
+        wanted = _matching(f.paths, lines)
         body = [line if f.raw else f"{path}:{line}"
-                for path, got in lines.items() if any(fnmatch(path, p) for p in f.paths)
-                for line in got]
+                for path, got in lines.items() if path in wanted for line in got]
         if body:
             out += [f"== {section}", *body]
     return "\n".join(out) + "\n" if out else ""
@@ -262,7 +279,8 @@ def parse_sample(host: str, text: str, names: Sequence[str],
     for line in parts.get(("common", "-"), "").splitlines():
         key, _, value = line.partition(" ")
         common[key] = value.strip()
-    clock = _float(common.get("clock", ""), "clock")
+    # no clock where the kernel log is not read (netns): nothing to date
+    clock = _float(common["clock"], "clock") if "clock" in common else 0.0
     uptime = _float(common.get("uptime", ""), "uptime")
     before_t = _float(parts.get(("t", "before"), ""), "sample time")
     after_t = parts.get(("t", "after"))
@@ -290,7 +308,8 @@ def parse_sample(host: str, text: str, names: Sequence[str],
     if sample.trace is not None and sample.netns:
         notes.append("network namespace of a larger kernel: --trace-drops not run here (the "
                      "skb:kfree_skb tracepoint sees the whole host's drops, not this node's)")
-    files = {part: by_path(parts.get(("files", part), "")) for part in ("once", "before", "after")}
+    first = by_path(parts.get(("files", FIRST), ""))
+    files = {"once": first, "before": first, "after": by_path(parts.get(("files", "after"), ""))}
     by_name = {m.NAME: m for m in mods}
     for n in names:
         mod = by_name.get(n)

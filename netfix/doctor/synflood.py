@@ -59,8 +59,9 @@ def _once(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
             sysctls[key] = int(value)
     for line in text.splitlines():
         w = line.split()
-        if len(w) == 4 and w[0] == "listen" and w[2].isdigit() and w[3].isdigit():
-            listeners.append((w[1], int(w[2]), int(w[3])))
+        # `ss -Hltn`: State Recv-Q Send-Q Local Peer (Send-Q of a listener: its backlog)
+        if len(w) >= 5 and w[0] == "LISTEN" and w[1].isdigit() and w[2].isdigit():
+            listeners.append((w[3], int(w[1]), int(w[2])))
     return sysctls, listeners
 
 

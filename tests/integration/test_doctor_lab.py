@@ -144,17 +144,34 @@ def iptables_rules(n: int) -> str:
 
 
 def test_iptables_rule_bloat(lab):
+    """Invariant: the rules are counted (and bloat reported) where kube-proxy runs in
+    iptables mode; on a node running neither kubelet nor kube-proxy, or kube-proxy in IPVS
+    mode, the dumps are not run (they are the script's most expensive part)."""
     if not shutil.which("iptables-restore"):
         skip_or_fail("iptables is not installed (scripts/setup.sh installs it)", "rule bloat")
     lab._labmod.node_exec(lab.nodes["node3"], ["iptables-restore"],
                           input=iptables_rules(25_000).encode())
+    kp = lab.dir / "kube-proxy"
+    shutil.copy("/bin/sleep", kp)
+    pid = start(lab, "node3", f"{kp} 300")
     try:
         report, p = doctor(lab, "--window", "0", "--limit", "node3", rc=2)
         f = findings(report, "node3")["kubeproxy-rule-bloat"]
         assert f["severity"] == "warning" and f["evidence"]["rules"] >= 25_000
         assert f["evidence"]["kube_chains"] >= 1 and "IPVS" in f["remedy"]["action"]
         assert problems(report) == [("node3", "kubeproxy-rule-bloat")]
+        lab.sh("node3", f"kill {pid}")
+        # sleep takes no flags: the mode goes into its argv[0] (cmdline), comm stays
+        pid = start(lab, "node3", f"bash -c 'exec -a \"kube-proxy --proxy-mode=ipvs\" {kp} 300'")
+        assert "--proxy-mode=ipvs" in lab.sh("node3", f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+        assert problems(doctor(lab, "--window", "0", "--limit", "node3", rc=0)[0]) == []
+        lab.sh("node3", f"kill {pid}")
+        pid = None
+        assert problems(doctor(lab, "--window", "0", "--limit", "node3", rc=0)[0]) == []
     finally:
+        if pid:
+            lab.sh("node3", f"kill {pid}")
+        kp.unlink()
         for table in ("filter", "nat"):
             lab.sh("node3", f"iptables -t {table} -F && iptables -t {table} -X")
     assert problems(doctor(lab, "--window", "0", "--limit", "node3", rc=0)[0]) == []

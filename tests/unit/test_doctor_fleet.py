@@ -230,7 +230,8 @@ def test_values_are_read_from_what_the_detectors_printed():
         "mtu": "== link\n" + json.dumps(links) + "\n== addr\n[]\n",
         "nic": NIC_ONCE, "fleet": FLEET_ONCE,
         "synflood": "/proc/sys/net/ipv4/tcp_syncookies:1\n/proc/sys/net/core/somaxconn:4096\n"
-                    "/proc/sys/net/ipv4/tcp_synack_retries:5\nlisten 0.0.0.0:22 0 128\n",
+                    "/proc/sys/net/ipv4/tcp_synack_retries:5\n"
+                    "LISTEN 0      128    0.0.0.0:22 0.0.0.0:*\n",
         "softnet": "== settings\n/proc/sys/net/core/netdev_max_backlog:1000\n"
                    "/proc/sys/net/core/netdev_budget:300\n",
         "conntrack": "== settings\n/proc/sys/net/netfilter/nf_conntrack_buckets:65536\n"

@@ -86,6 +86,36 @@ def test_overlay_mtu_above_underlay_minus_overhead():
     assert mtu.detect(sample("mtu", (DATA / "mtu-vxlan-1450.txt").read_text())) == []
 
 
+def test_default_routes_from_the_kernels_route_files():
+    """/proc/net/route by its header names (main table; reject routes are no way out);
+    /proc/net/ipv6_route by its fixed columns, without the kernel's `unreachable` null
+    entry on lo; IPv4 first, each device once. Plus this machine's real files."""
+    head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT"
+    v4 = "\n".join([head, "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+                    "*\t00000000\t00000000\t0201\t0\t0\t10\t00000000\t0\t0\t0",
+                    "bond0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0",
+                    "eth0\t00000000\t010200C0\t0003\t0\t0\t200\t00000000\t0\t0\t0"])
+    zero = "0" * 32
+    v6 = "\n".join([f"{zero} 00 {zero} 00 fd00{'0' * 27}1 00000400 00000003 00000000 00000003 "
+                    "    eth1",
+                    f"fd00{'0' * 28} 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001 "
+                    "    eth2",
+                    f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200       lo"])
+    assert mtu.default_devs(v4, v6) == ["bond0", "eth0", "eth1"]
+    assert mtu.default_devs("", "") == []
+    assert mtu.default_devs("garbage\n1 2 3", "short line") == []
+    real4 = Path("/proc/net/route").read_text()
+    real6 = Path("/proc/net/ipv6_route").read_text() if Path("/proc/net/ipv6_route").exists() \
+        else ""
+    import subprocess
+
+    ip = subprocess.run(["ip", "-o", "route", "show", "default"], capture_output=True,
+                        text=True).stdout.split()
+    want = [ip[i + 1] for i, w in enumerate(ip[:-1]) if w == "dev"]
+    assert mtu.default_devs(real4, "")[:1] == want[:1]  # the one the underlay fallback takes
+    assert set(mtu.default_devs(real4, real6)) >= set(want)
+
+
 def test_probe_black_hole():
     text = ("== probe 10.251.0.12 eth0 9000 ok fail\n== probe 10.251.0.13 eth0 1500 ok ok\n"
             "== probe 10.251.0.14 eth0 1500 fail fail\n")
@@ -99,7 +129,7 @@ NETSTAT = ("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCook
            "TCPReqQFullDrop Other\nTcpExt: 0 {} {} {} {} 7\n")
 ONCE = ("/proc/sys/net/ipv4/tcp_syncookies:0\n/proc/sys/net/ipv4/tcp_max_syn_backlog:4096\n"
         "/proc/sys/net/core/somaxconn:4096\n/proc/sys/net/ipv4/tcp_synack_retries:5\n"
-        "listen 10.251.0.12:8080 0 1\nlisten 0.0.0.0:22 0 128\n")
+        "LISTEN 0 1 10.251.0.12:8080 0.0.0.0:*\nLISTEN 0      128    0.0.0.0:22 0.0.0.0:*\n")
 
 
 def test_netstat_by_header_names():
@@ -109,6 +139,36 @@ def test_netstat_by_header_names():
     # a kernel with other columns in another order
     text = "TcpExt: TCPReqQFullDrop Zed ListenOverflows\nTcpExt: 5 9 3\nIpExt: A\nIpExt: 1\n"
     assert synflood._netstat(text) == {"TCPReqQFullDrop": 5, "Zed": 9, "ListenOverflows": 3}
+
+
+def test_listeners_read_only_when_a_counter_says_a_finding_may_need_them(tmp_path):
+    """--window 0: `ss` runs only when one of the four counters is above 0 (by header
+    name, wherever the column is) or the file is unreadable; with a window, always."""
+    import subprocess
+
+    sh = (Path(synflood.__file__).with_name("synflood.sh")).read_text()
+    fake = tmp_path / "netstat"
+
+    def once(netstat: str | None, window: str = "0") -> str:
+        if netstat is not None:
+            fake.write_text(netstat)
+        path = fake if netstat is not None else tmp_path / "absent"
+        code = sh + "\nss() { echo LISTEN 0 7 127.0.0.1:1 0.0.0.0:*; }\nonce_synflood\n"
+        return subprocess.run(["sh", "-c", code], env={"ND_WINDOW": window,
+                              "ND_NETSTAT": str(path), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True).stdout
+    zero = NETSTAT.format(0, 0, 0, 0) + "IpExt: InNoRoutes\nIpExt: 3\n"
+    assert once(zero) == "listeners skipped\n"
+    for i in range(4):
+        n = [0, 0, 0, 0]
+        n[i] = 2
+        assert once(NETSTAT.format(*n)).startswith("LISTEN"), i
+    assert once("TcpExt: TCPReqQFullDrop Zed\nTcpExt: 0 9\n") == "listeners skipped\n"
+    assert once("TcpExt: Zed TCPReqQFullDrop\nTcpExt: 0 1\n").startswith("LISTEN")
+    assert once(None).startswith("LISTEN")  # unreadable: read them
+    assert once(zero, window="2").startswith("LISTEN")
+    _, listeners = synflood._once("LISTEN 0      7      127.0.0.1:1      0.0.0.0:*\n")
+    assert listeners == [("127.0.0.1:1", 0, 7)]
 
 
 def test_syn_drops_in_the_window_are_critical_with_a_syn_flood_remedy():

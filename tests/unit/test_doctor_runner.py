@@ -52,8 +52,10 @@ def test_detectors_files_are_one_grep_per_sample_and_reach_each_detector_as_sect
     every detector's declared files with one grep when reading once and one per sample."""
     body = drun.build_script(detectors(), 2).split("nd_common\n", 1)[1]
     greps = [line for line in body.splitlines() if "grep -H ." in line]
-    assert [g.split(";")[0] for g in greps] == ["nd_mark files once", "nd_mark files before",
+    assert [g.split(";")[0] for g in greps] == ["nd_mark files once+before",
                                                 "nd_mark files after"]
+    zero = drun.build_script(detectors(), 0).split("nd_common\n", 1)[1]
+    assert sum("grep -H ." in line for line in zero.splitlines()) == 1  # --window 0: one
     import re
 
     for m in detectors():  # the detectors' own sh run no file readers of their own
@@ -200,3 +202,37 @@ def test_window_is_bounded():
         drun.run([local()], -1)
     with pytest.raises(NetfixError):
         drun.run([local()], 10_000)
+
+
+# The processes one node's script starts, by program, in a network namespace of this
+# machine's kernel (no kernel log there, like a lab node; its own TCP counters, all 0, so no
+# `ss`) with no kubelet or kube-proxy (no rule dumps): the shell itself, the one grep of
+# every detector's files and `ip -j -d addr` (addresses, MTUs and tunnels). Each process is
+# most of a node's CPU cost (on a 2-CPU controller running 20 lab nodes, wall time): a new
+# one must be worth it. (12 before 2026-12-01: date, a second grep, ip route x2,
+# iptables-save, nft and their awks, ss.)
+NODE_PROCESSES = {"sh": 1, "grep": 1, "ip": 1}
+
+
+def test_node_script_process_count_in_a_network_namespace(tmp_path):
+    import collections
+    import os
+    import re
+
+    if os.geteuid() != 0 or not shutil.which("strace") or not shutil.which("unshare"):
+        pytest.skip("needs root, strace and unshare (scripts/setup.sh installs strace)")
+    trace = tmp_path / "execve"
+    script = drun.build_script(detectors(), 0)
+    # its own sysfs, as a lab node has: /sys/class/net lists the namespace's interfaces
+    p = subprocess.run(["unshare", "--net", "--mount", "sh", "-c",
+                        'mount -t sysfs sysfs /sys && exec strace -f -qq -e trace=execve '
+                        '-o "$1" sh -s', "-", str(trace)], input=script, text=True,
+                       capture_output=True, timeout=60)
+    assert "@@ND end -" in p.stdout, p.stderr
+    assert "netns 1" in p.stdout and "klog skipped" in p.stdout
+    if re.search(r"^proc (kubelet|kube-proxy) ", p.stdout, re.M):
+        pytest.skip("this machine runs kubelet or kube-proxy: the rule dumps run")
+    ran = collections.Counter(
+        os.path.basename(m.group(1)) for m in re.finditer(
+            r'execve\("([^"]+)".*= 0$', trace.read_text(), re.M))
+    assert dict(ran) == NODE_PROCESSES, dict(ran)
