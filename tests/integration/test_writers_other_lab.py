@@ -190,7 +190,14 @@ def test_networkmanager_mtu_wins_while_it_runs_and_keyfile_secrets_are_not_read(
     NetworkManager runs (or is enabled); a .network file of a networkd that neither runs
     nor is enabled is listed, not flagged; the fact snippet never reads a keyfile's
     secrets."""
-    from netfix.writers import _common
+    import yaml
+
+    from netfix import facts
+    from netfix.writers import _common, linkfiles
+
+    def snippet_out() -> str:  # the snippet as the fact script runs it (its /proc scan)
+        script = facts.build_script(linkfiles.needs(yaml.safe_load(NIC_PROFILE)))
+        return facts.parse(NODE, lab.sh(NODE, script)).scripts[linkfiles.SCRIPT]
 
     lab.sh(NODE, f"mkdir -p {Path(NM_FILE).parent} /etc/systemd/network && "
            f"cat > {NM_FILE} <<'X'\n{NM_TEXT}X\nchmod 600 {NM_FILE} && "
@@ -201,17 +208,16 @@ def test_networkmanager_mtu_wins_while_it_runs_and_keyfile_secrets_are_not_read(
         return {c["target"]: c for c in host["changes"]}["eth1 mtu"]
 
     try:
-        snippet_out = lab.sh(NODE, _common.snippet("linkfiles.sh"))
-        assert "not-for-netfix" not in snippet_out and "mtu=9000" in snippet_out
-        assert "IF eth1 " in snippet_out
+        out = snippet_out()
+        assert "not-for-netfix" not in out and "mtu=9000" in out
+        assert "IF eth1 " in out
         row = mtu_row()
         by_name = {w["name"]: w for w in row["writers"]}
         assert by_name["NetworkManager"]["value"] == "9000"
         assert by_name["systemd-networkd"]["value"] == "1280"
         assert row["wins"] == "netfix" and "other-writer" not in row["flags"], row
         with fake_process(lab, "NetworkManager", "--no-daemon") as pid:
-            assert pid in [p.pid for p in _common.records(
-                lab.sh(NODE, _common.snippet("linkfiles.sh"))).procs]
+            assert pid in [p.pid for p in _common.records(snippet_out()).procs]
             row = mtu_row()
             assert row["wins"] == "NetworkManager" and row["boot"] == "9000", row
             other = next(r for r in row["reasons"] if r["code"] == "other-writer")

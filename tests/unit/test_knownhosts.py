@@ -255,3 +255,18 @@ def test_a_directory_is_not_silently_skipped_when_adding(tmp_path: Path) -> None
     (tmp_path / "kh").mkdir()
     with pytest.raises(KnownHostsError, match="cannot read known hosts file"):
         add_new(str(tmp_path / "kh"), "h", 22, "ssh-ed25519", blob())
+
+
+def test_a_file_is_parsed_once_per_change(tmp_path, monkeypatch):
+    """A run's hosts share one known_hosts: it is parsed again only when it changed, and a
+    key added (by this run or another) is always seen."""
+    path = tmp_path / "known_hosts"
+    path.write_text(line("10.0.0.1"))
+    calls = []
+    real = knownhosts.parse_line
+    monkeypatch.setattr(knownhosts, "parse_line", lambda line: calls.append(line) or real(line))
+    first = knownhosts.read(str(path))
+    assert knownhosts.read(str(path)) is first and len(calls) == 1
+    assert knownhosts.add_new(str(path), "10.0.0.2", 22, "ssh-ed25519", blob())
+    again = knownhosts.read(str(path))
+    assert [e.names for e in again.entries] == [["10.0.0.1"], ["10.0.0.2"]]
