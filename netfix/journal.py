@@ -174,11 +174,14 @@ def _literal(line: str, content: str) -> str:
 def _runs(steps: list[Step]) -> list[list[tuple[int, Step]]]:
     """The steps, numbered from 1, in runs of consecutive steps of one kind (a cmd step is
     a run of its own): a run of values is read back with one grep, a run of files has its
-    directories synced once."""
+    directories synced once. A value written twice starts a new run: each write is read
+    back before the next one of the same file."""
     runs: list[list[tuple[int, Step]]] = []
     for i, s in enumerate(steps, 1):
-        if runs and runs[-1][0][1].kind == s.kind != "cmd":
-            runs[-1].append((i, s))
+        last = runs[-1] if runs else []
+        if last and last[0][1].kind == s.kind != "cmd" and not (
+                s.kind == "value" and any(o.path == s.path for _, o in last)):
+            last.append((i, s))
         else:
             runs.append([(i, s)])
     return runs

@@ -223,3 +223,17 @@ def test_file_content_is_written_byte_exact_and_restored(tmp_path):
     assert [(etc / f"{i}.conf").read_bytes() for i in range(len(CONTENTS))] == CONTENTS[::-1]
     assert sorted(p.name for p in etc.iterdir()) == sorted(f"{i}.conf" for i in
                                                            range(len(CONTENTS)))
+
+
+def test_a_value_written_twice_is_read_back_after_each_write(tmp_path):
+    """Invariant: runs of values read back once per run, but a value written twice in one
+    transaction is checked after each write (else the first check would see the second)."""
+    val = tmp_path / "v"
+    val.write_text("0\n")
+    tx = Tx(journal.new_id(), "apply", "h", "p", [
+        step("sysctl", "k", "value", str(val), "0", "1"),
+        step("sysctl", "k", "value", str(val), "1", "2"),
+    ])
+    r = run(journal.apply_script(tx, force=True, state_dir=str(tmp_path / "state")))
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert val.read_text() == "2\n"
