@@ -150,50 +150,123 @@ def revert_script(tx: Tx, rid: str, state_dir: str = STATE_DIR) -> str:
                         rmdirs=tx.id, state_dir=state_dir)
 
 
+def _content(b64: str) -> tuple[str, str]:
+    """How a file step's content reaches the node: ("wf", the bytes as a quoted sh word)
+    when they are text (UTF-8 without NUL: a single-quoted word holds those bytes exactly
+    and printf '%s' writes them without a fork), else ("wf64", the base64)."""
+    data = base64.b64decode(b64)
+    try:
+        if b"\0" not in data:
+            return "wf", shlex.quote(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    return "wf64", shlex.quote(b64)
+
+
+def _literal(line: str, content: str) -> str:
+    """`line`, preceded by a shellcheck directive when the quoted content in it holds what
+    shellcheck would take for an expansion the author forgot (SC2016)."""
+    if "$" in content or "`" in content:
+        return "# shellcheck disable=SC2016 # file content, not sh\n" + line
+    return line
+
+
+def _runs(steps: list[Step]) -> list[list[tuple[int, Step]]]:
+    """The steps, numbered from 1, in runs of consecutive steps of one kind (a cmd step is
+    a run of its own): a run of values is read back with one grep, a run of files has its
+    directories synced once. A value written twice starts a new run: each write is read
+    back before the next one of the same file."""
+    runs: list[list[tuple[int, Step]]] = []
+    for i, s in enumerate(steps, 1):
+        last = runs[-1] if runs else []
+        if last and last[0][1].kind == s.kind != "cmd" and not (
+                s.kind == "value" and any(o.path == s.path for _, o in last)):
+            last.append((i, s))
+        else:
+            runs.append([(i, s)])
+    return runs
+
+
+def _check(tx: Tx) -> list[str]:
+    """The before-state check: every value read by one grep and every file hashed by one
+    sha256sum (not a fork or two per target), compared with what the plan saw."""
+    q = shlex.quote
+    out = [sh.load("tx-check.sh")]
+    values = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "value"))
+    if values:
+        out.append("G=$(grep -aH '' -- " + " ".join(map(q, values)) + " 2>/dev/null)")
+    # sha256sum escapes a name holding a backslash or a newline: those get fsum's fork
+    hashed = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "file"
+                                and not any(c in s.path for c in "\\\n")))
+    if hashed:
+        out.append("H=$(sha256sum -- " + " ".join(map(q, hashed)) + " 2>/dev/null)")
+    for i, s in enumerate(tx.steps, 1):
+        if s.kind == "cmd":  # one fork (the subshell), normalised by builtins
+            out.append(f'x=$(read_{i} 2>/dev/null); nf_norm "$x"; '
+                       f'[ "$NORM" = {q(s.old or "")} ] || stale {q(s.path)} "$NORM"')
+        elif s.kind == "value":
+            out.append(f'gv {q(s.path)}; '
+                       f'[ "$CUR" = {q(s.old or "")} ] || stale {q(s.path)} "$CUR"')
+        elif s.path in hashed:
+            out.append(f'fh {q(s.path)}; [ "$CUR" = {q(sha(s.old))} ] || '
+                       f'stale {q(s.path)} "$CUR"')
+        else:
+            out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(sha(s.old))} ] || '
+                       f'stale {q(s.path)} "$x"')
+    out.append('[ "$S" = 0 ] || exit 12')
+    return out
+
+
+def _steps(tx: Tx) -> list[str]:
+    """The step lines, run by run. Before step i the script appends i to <id>.progress
+    (put on disk before a file step's change), so the recovery of an interrupted run knows
+    which steps may have been made. A run of values is written, then read back with one
+    grep: a value the kernel did not keep fails its step, and the whole run is undone. A
+    run of files is synced once per temp file (with the mark) and once for the directories."""
+    q = shlex.quote
+    pause = os.environ.get(PAUSE_ENV, "")
+    out = []
+    for run in _runs(tx.steps):
+        last = run[-1][0]
+        for i, s in run:
+            if s.kind == "value":
+                do = f"wv {q(s.path)} {q(s.new or '')}"
+            elif s.kind == "cmd":
+                do = _do(s, i, s.new)
+            elif s.new is None:
+                do = f"frm {q(s.path)}"
+            else:
+                func, content = _content(s.new)
+                do = f"{func} {q(s.path)} {content}"
+            out.append(_literal(f'{{ echo {i} >> "$P" && {do}; }} || fail {i}', do))
+            if pause == str(i):
+                out.append('echo "$$" > "$TXD/$TX.paused"; sleep 600')
+        kind = run[0][1].kind
+        if kind == "value":
+            paths = list(dict.fromkeys(s.path for _, s in run))
+            out.append("G=$(grep -aH '' -- " + " ".join(map(q, paths)) + " 2>/dev/null)")
+            out += [f"vchk {q(s.path)} {q(s.new or '')} || fail {i} {last}" for i, s in run]
+        elif kind == "file":
+            dirs = list(dict.fromkeys(os.path.dirname(s.path) or "." for _, s in run))
+            out.append(f"dsync {' '.join(map(q, dirs))} || fail {last}")
+    return out
+
+
 def _transaction(tx: Tx, *, check: bool, state_dir: str, marks: dict[str, str] | None = None,
                  arm: str | None = None, pre: str | None = None,
                  rmdirs: str | None = None) -> str:
     """The one transaction script the three builders above configure. `marks` sets other
     transactions' status on success; `pre` is sh run under the lock after the check,
     before the journal is written; `rmdirs` names the transaction whose created
-    directories go once every step is made.
-
-    Before step i the script appends i to <id>.progress (synced before file steps), so the
-    recovery of an interrupted run knows which steps may have been made."""
+    directories go once every step is made."""
     q = shlex.quote
-    out = [sh.load("tx-check.sh")] if check else []
-    out += _functions(tx)
-    if check:
-        values = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "value"))
-        if values:  # every value read by one grep, not one cat each (a fork per value)
-            out.append("G=$(grep -aH '' -- " + " ".join(q(p) for p in values) + " 2>/dev/null)")
-        for i, s in enumerate(tx.steps, 1):
-            if s.kind == "cmd":  # one fork (the subshell), normalised by builtins
-                out.append(f'x=$(read_{i} 2>/dev/null); nf_norm "$x"; '
-                           f'[ "$NORM" = {q(s.old or "")} ] || stale {q(s.path)} "$NORM"')
-            elif s.kind == "value":
-                out.append(f'gv {q(s.path)}; '
-                           f'[ "$CUR" = {q(s.old or "")} ] || stale {q(s.path)} "$CUR"')
-            else:
-                out.append(f'x=$(fsum {q(s.path)}); [ "$x" = {q(sha(s.old))} ] || '
-                           f'stale {q(s.path)} "$x"')
-        out.append('[ "$S" = 0 ] || exit 12')
+    out = _functions(tx) + (_check(tx) if check else [])
     if pre:
         out.append(pre)
-    record = base64.b64encode(tx.record()).decode()
-    out.append('{ : > "$P" && sync "$P"; } || { echo "ERROR cannot write $P"; exit 10; }')
-    out.append(f'wfile "$TXD/$TX.json" {q(record)} || {{ echo "ERROR journal: $(cat "$E.why")";'
-               " exit 10; }")
-    out.append('status "$TX" applying || { echo "ERROR cannot write journal status"; exit 10; }')
+    record = q(tx.record().decode())
+    out.append(_literal(f"begin {record}", record))
     out.append(sh.load("tx-undo.sh") + sh.load("tx-fail.sh"))
-    pause = os.environ.get(PAUSE_ENV, "")
-    for i, s in enumerate(tx.steps, 1):
-        # Only a file step must find its mark on disk after a power cut: live values do
-        # not survive one anyway, and a sync per value would cost a fork each.
-        mark = f'echo {i} >> "$P"' + (' && sync "$P"' if s.kind == "file" else "")
-        out.append(f"{{ {mark} && {_do(s, i, s.new)}; }} || fail {i}")
-        if pause == str(i):
-            out.append('echo "$$" > "$TXD/$TX.paused"; sleep 600')
+    out += _steps(tx)
     final = "applied"
     if arm:
         out.append(f"{arm}\narm || fail {len(tx.steps)}")

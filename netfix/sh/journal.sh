@@ -4,7 +4,8 @@
 : "${TXD:?}"
 for f in "$TXD"/*.json; do
   [ -f "$f" ] || continue
-  s=$(head -n1 "${f%.json}.status" 2>/dev/null) || s=never-started
+  # its first line, read by the builtin (head would be a fork per transaction)
+  s=never-started; [ ! -f "${f%.json}.status" ] || IFS= read -r s < "${f%.json}.status"
   b=${f##*/}; echo "TX ${b%.json} $s"
   base64 -w0 < "$f"; echo
 done

@@ -7,20 +7,40 @@
 set -u
 umask 022
 E="$D/.err.$$"
-{ mkdir -p "$TXD" && chmod 700 "$D"; } || { echo "ERROR cannot create $D"; exit 10; }
+# Made once (the first run): a mkdir and a chmod on every run would be two forks each.
+[ -d "$TXD" ] || { mkdir -p "$TXD" && chmod 700 "$D"; } || { echo "ERROR cannot create $D"; exit 10; }
 command -v flock >/dev/null 2>&1 || { echo "ERROR flock not found (install util-linux)"; exit 10; }
 exec 9>>"$D/lock"
 flock -w 30 9 || { echo "LOCKED another netfix run holds $D/lock"; exit 11; }
 # Under the lock no error file is in use: what is left is from a killed run.
-rm -f "$D"/.err.*
-# Staged scripts and outputs of runs killed on the node (no run lasts an hour).
-find "$D/run" -type f -mmin +60 -delete 2>/dev/null
+# rm and find only when there is something for them: the globs are builtins, forks are not.
+for f in "$D"/.err.*; do [ -e "$f" ] && rm -f "$D"/.err.*; break; done
+# Staged scripts and outputs of runs killed on the node (no run lasts an hour): only files
+# other than this run's own ($0, as stage.sh runs it, and its .out/.err) can be that old.
+for f in "$D"/run/*; do
+  case $f in "$0" | "$0".*) ;; *) [ -e "$f" ] && find "$D/run" -type f -mmin +60 -delete 2>/dev/null; break ;; esac
+done
+NL='
+'
 # shellcheck disable=SC2034 # read by the step lines of apply and recovery (not confirm)
 P="$TXD/$TX.progress"
 
 # curv PATH: PATH's value into CUR, normalised (nf_norm), with one fork (cat).
 curv() {
   CUR=$(cat -- "$1") || CUR=""
+  nf_norm "$CUR"
+  CUR=$NORM
+}
+
+# gv PATH: PATH's value out of $G (`grep -aH '' -- paths`: one "path:line" per line) into
+# CUR, normalised as curv does, with builtins only: one grep reads a run of values.
+gv() {
+  CUR=""; _r="${G-}"
+  while [ -n "$_r" ]; do
+    _l=${_r%%"$NL"*}
+    case $_r in *"$NL"*) _r=${_r#*"$NL"} ;; *) _r="" ;; esac
+    case $_l in "$1:"*) CUR="$CUR ${_l#"$1:"}" ;; esac
+  done
   nf_norm "$CUR"
   CUR=$NORM
 }
@@ -39,6 +59,34 @@ wval() {
     return 1; }
 }
 
+# fh PATH: fsum PATH, for a regular file out of $H (`sha256sum -- paths`: "hash  path"
+# lines, one sha256sum for every file of the check) into CUR.
+fh() {
+  if [ -L "$1" ]; then CUR=$(fsum "$1"); return; fi
+  [ -f "$1" ] || { CUR=absent; return; }
+  CUR=""; _r="${H-}"
+  while [ -n "$_r" ]; do
+    _l=${_r%%"$NL"*}
+    case $_r in *"$NL"*) _r=${_r#*"$NL"} ;; *) _r="" ;; esac
+    [ "${_l#*"  "}" = "$1" ] && CUR=${_l%%" "*}
+  done
+}
+
+# wv PATH VALUE: a value step's write; its read-back (vchk) comes once the run of value
+# steps it is in is written, for the whole run with one grep.
+wv() {
+  { printf '%s\n' "$2" > "$1"; } 2>"$E" || {
+    curv "$1" 2>/dev/null
+    echo "$1: kernel kept '$CUR' instead of '$2': $(cat "$E" 2>/dev/null)" > "$E.why"
+    return 1; }
+}
+
+# vchk PATH VALUE: PATH (out of $G) holds VALUE: the kernel may keep another.
+vchk() {
+  gv "$1"
+  [ "$CUR" = "$2" ] || { echo "$1: kernel kept '$CUR' instead of '$2'" > "$E.why"; return 1; }
+}
+
 # mkd DIR: DIR and its missing parents, each one created listed in <id>.dirs (a rollback
 # removes them again once they are empty).
 mkd() {
@@ -49,8 +97,12 @@ mkd() {
 
 # rmdirs ID: the directories transaction ID created, deepest first, where empty.
 rmdirs() {
-  [ -f "$TXD/$1.dirs" ] && sort -r "$TXD/$1.dirs" | while read -r d; do
-    rmdir "$d" 2>/dev/null; done
+  _f="$TXD/$1.dirs"
+  [ -f "$_f" ] || return 0
+  # Newest first (children were listed after their parents), by builtins, one rmdir.
+  set --
+  while IFS= read -r _d; do set -- "$_d" "$@"; done < "$_f"
+  [ $# = 0 ] || rmdir -- "$@" 2>/dev/null
   return 0
 }
 
@@ -73,9 +125,69 @@ rmfile() {
   nf_rm "$1" 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }
 }
 
-# status ID WORDS: the first line of <ID>.status, with the time, written atomically.
+# fstage PATH CONTENT: the temp file of a file step (NF_TMP) holds CONTENT, its directory
+# made first; the target is not touched yet. CONTENT is the bytes themselves, quoted by the
+# controller: printf '%s' writes them exactly, with no fork (fstage64: not text, base64).
+fstage() {
+  nf_dir "$1"
+  { mkd "$NF_DIR" && nf_tmp "$1" && printf '%s' "$2" > "$NF_TMP"; } 2>"$E" || {
+    echo "$1: $(cat "$E")" > "$E.why"; return 1; }
+}
+fstage64() {
+  nf_dir "$1"
+  { mkd "$NF_DIR" && nf_tmp "$1" && printf '%s' "$2" | base64 -d > "$NF_TMP"; } 2>"$E" || {
+    echo "$1: $(cat "$E")" > "$E.why"; return 1; }
+}
+
+# fput PATH: the staged temp file becomes PATH (its mode kept): the step's change. One sync
+# puts the temp file and the step's progress mark on disk before the rename; PATH's
+# directory is synced once for the run of file steps it is in (dsync).
+fput() {
+  { { [ ! -e "$1" ] || chmod --reference="$1" "$NF_TMP"; } && sync "$P" "$NF_TMP" &&
+    mv -f "$NF_TMP" "$1"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; rm -f "$NF_TMP"; return 1; }
+}
+
+# wf PATH CONTENT, wf64 PATH BASE64: a file step.
+wf() { fstage "$1" "$2" && fput "$1"; }
+wf64() { fstage64 "$1" "$2" && fput "$1"; }
+
+# frm PATH: a file step to "absent", its progress mark on disk first.
+frm() {
+  { sync "$P" && rm -f "$1"; } 2>"$E" || { echo "$1: $(cat "$E")" > "$E.why"; return 1; }
+}
+
+# dsync DIR...: the renames and removals of a run of file steps on disk, with one sync.
+dsync() {
+  sync "$@" 2>"$E" || { echo "sync $*: $(cat "$E")" > "$E.why"; return 1; }
+}
+
+# now: the time of this run into NOW, from one date for all its status lines.
+now() {
+  [ -n "${NOW-}" ] || NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+}
+
+# stw ID WORDS: the temp file of <ID>.status holds WORDS and the time (see status).
+stw() {
+  now; nf_tmp "$TXD/$1.status"
+  printf '%s %s\n' "$2" "$NOW" > "$NF_TMP"
+}
+
+# status ID WORDS: the first line of <ID>.status, with the time, written atomically and
+# durably (nf_commit, less its chmod: a status file always has the mode umask gives).
 status() {
-  nf_tmp "$TXD/$1.status"
-  printf '%s %s\n' "$2" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$NF_TMP" &&
-    nf_commit "$NF_TMP" "$TXD/$1.status"
+  { stw "$1" "$2" && sync "$NF_TMP" && mv -f "$NF_TMP" "$TXD/$1.status" && sync "$TXD"; } ||
+    { rm -f "$NF_TMP"; return 1; }
+}
+
+# begin RECORD: the journal record (its bytes) and the status "applying" on disk before the
+# first change: the progress file, the record and the status with one sync, then their
+# directory with one. The record is renamed first (a record without status reads
+# "never-started", as before the status was ever written).
+begin() {
+  { : > "$P"; } 2>/dev/null || { echo "ERROR cannot write $P"; exit 10; }
+  fstage "$TXD/$TX.json" "$1" || { echo "ERROR journal: $(cat "$E.why")"; exit 10; }
+  _j=$NF_TMP; _s=""
+  { stw "$TX" applying && _s=$NF_TMP && sync "$P" "$_j" "$_s" && mv -f "$_j" "$TXD/$TX.json" &&
+    mv -f "$_s" "$TXD/$TX.status" && sync "$TXD"; } 2>"$E" ||
+    { rm -f "$_j" "$_s"; echo "ERROR cannot write the journal in $TXD: $(cat "$E")"; exit 10; }
 }

@@ -165,3 +165,75 @@ def test_cmd_steps_apply_check_and_undo(tmp_path):
                                  force=True, state_dir=str(state)))
     assert r.returncode == journal.FAILED and "Operation not supported" in r.stdout
     assert other.read_text() == "1\n"
+
+
+def test_value_the_kernel_does_not_keep_fails_and_undoes_its_whole_run(tmp_path):
+    """Invariant: a run of values is read back once, after all of it is written; a value
+    the kernel did not keep still fails its own step, and every value of the run written
+    (those after it too) is put back. /dev/null takes any write and reads back empty."""
+    state = tmp_path / "state"
+    vals = [tmp_path / "v1", tmp_path / "v3"]
+    for v in vals:
+        v.write_text("10\n")
+    tx = Tx(journal.new_id(), "apply", "h", "p", [
+        step("sysctl", "k1", "value", str(vals[0]), "10", "20"),
+        step("sysctl", "k2", "value", "/dev/null", "", "1"),
+        step("sysctl", "k3", "value", str(vals[1]), "10", "30"),
+    ])
+    r = run(journal.apply_script(tx, state_dir=str(state)))
+    assert r.returncode == journal.FAILED, r.stdout + r.stderr
+    assert "FAILED\t2\t/dev/null: kernel kept '' instead of '1'" in r.stdout
+    assert [v.read_text() for v in vals] == ["10\n", "10\n"]
+    txs = journal.parse_journal(run(journal.journal_script(str(state))).stdout).txs
+    assert txs[0].status.startswith("failed-restored")
+
+
+CONTENTS = [
+    b"plain\n",
+    b"no newline at the end",
+    b"quotes ' \" `uname` $(id) ${HOME} $$ \\ \\n %s %b %% \\0101\n\n\n",
+    b"\r\n\twindows and tabs\r\n",
+    "unicode: ü € 😀\n".encode(),
+    b"",
+    b"nul \x00 inside\n",  # not text for sh: base64
+    bytes(range(256)),  # not UTF-8: base64
+]
+
+
+def test_file_content_is_written_byte_exact_and_restored(tmp_path):
+    """Invariant: a file step writes exactly its bytes (text as a quoted sh word by printf,
+    anything else through base64), and the rollback restores the old bytes exactly."""
+    state = tmp_path / "state"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    steps = []
+    for i, data in enumerate(CONTENTS):
+        old = CONTENTS[-1 - i]
+        (etc / f"{i}.conf").write_bytes(old)
+        steps.append(step("f", str(i), "file", str(etc / f"{i}.conf"), b64(old), b64(data)))
+    tx = Tx(journal.new_id(), "apply", "h", "p", steps)
+    script = journal.apply_script(tx, state_dir=str(state))
+    assert script.count("wf64 ") >= 2 and script.count("\nwf ") + script.count("&& wf ") >= 6
+    r = run(script)
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert [(etc / f"{i}.conf").read_bytes() for i in range(len(CONTENTS))] == CONTENTS
+    back = journal.inverse(tx, journal.new_id())
+    r = run(journal.rollback_script(back, tx, state_dir=str(state)))
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert [(etc / f"{i}.conf").read_bytes() for i in range(len(CONTENTS))] == CONTENTS[::-1]
+    assert sorted(p.name for p in etc.iterdir()) == sorted(f"{i}.conf" for i in
+                                                           range(len(CONTENTS)))
+
+
+def test_a_value_written_twice_is_read_back_after_each_write(tmp_path):
+    """Invariant: runs of values read back once per run, but a value written twice in one
+    transaction is checked after each write (else the first check would see the second)."""
+    val = tmp_path / "v"
+    val.write_text("0\n")
+    tx = Tx(journal.new_id(), "apply", "h", "p", [
+        step("sysctl", "k", "value", str(val), "0", "1"),
+        step("sysctl", "k", "value", str(val), "1", "2"),
+    ])
+    r = run(journal.apply_script(tx, force=True, state_dir=str(tmp_path / "state")))
+    assert r.returncode == journal.OK, r.stdout + r.stderr
+    assert val.read_text() == "2\n"

@@ -121,7 +121,8 @@ def test_node_reads_value_files_as_the_facts_do(tmp_path):
     facts = parse("h", subprocess.run(["sh", "-s"], input=build_script(Needs(paths=set(paths))),
                                       capture_output=True, text=True).stdout)
     readers = (sh.prelude_functions(sh.load("tx.sh")) + sh.function("tx.sh", "curv")
-               + sh.load("tx-check.sh") + 'G=$(grep -aH \'\' -- "$@" 2>/dev/null)\n'
+               + "NL='\n'\n" + sh.function("tx.sh", "gv")
+               + 'G=$(grep -aH \'\' -- "$@" 2>/dev/null)\n'
                'for p in "$@"; do gv "$p"; g=$CUR; curv "$p"; printf "%s\\t%s\\0" "$g" "$CUR"; '
                "done")
     r = run_sh(readers, *paths)
