@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from netfix import sh
+from netfix.errors import NetfixError
 from netfix.plan import Op
 from netfix.status import TxStatus
 
@@ -330,21 +331,37 @@ class Journal:
     notices: list[str] = field(default_factory=list)  # what reading it recovered
 
 
+class JournalChanged(NetfixError):
+    """The journal listing did not add up: a record came or went while it was read."""
+
+
 def parse_journal(output: str) -> Journal:
+    """netfix/sh/journal.sh's output: TX lines, then the records' sizes and one blob."""
     journal = Journal([])
-    lines = output.splitlines()
-    for head, body in zip(lines[::2], lines[1::2], strict=False):
-        if not head.startswith("TX "):
-            continue
-        parts = head.split(" ", 2)
-        status = parts[2] if len(parts) > 2 else ""
+    heads: list[tuple[str, str]] = []  # (id, status line)
+    sizes: list[int] = []
+    blob = b""
+    for line in output.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "TX":
+            tx_id, _, status = rest.partition(" ")
+            heads.append((tx_id, status))
+        elif word == "SIZE" and rest.strip().isdigit():
+            sizes.append(int(rest))
+        elif word == "BLOB":
+            blob = base64.b64decode(rest.strip())
+    if len(sizes) != len(heads) or sum(sizes) != len(blob):
+        # a record added or removed between the listing, stat and cat
+        raise JournalChanged("the node's journal changed while it was read; run again")
+    pos = 0
+    for (tx_id, status), n in zip(heads, sizes, strict=True):
+        raw, pos = blob[pos:pos + n], pos + n
         try:
-            journal.txs.append(Tx.from_record(base64.b64decode(body), status=status or
-                                              "unknown"))
-        except ValueError as e:  # JSONDecodeError and binascii.Error are ValueErrors
-            journal.unreadable.append(Unreadable(parts[1], status, f"not JSON: {e}"))
+            journal.txs.append(Tx.from_record(raw, status=status or "unknown"))
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            journal.unreadable.append(Unreadable(tx_id, status, f"not JSON: {e}"))
         except (TypeError, KeyError, AttributeError) as e:
-            journal.unreadable.append(Unreadable(parts[1], status, "not a netfix journal "
+            journal.unreadable.append(Unreadable(tx_id, status, "not a netfix journal "
                                                  f"record: {type(e).__name__} {e}"))
     journal.txs.sort(key=lambda t: (t.time, t.id))
     return journal

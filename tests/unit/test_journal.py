@@ -237,3 +237,58 @@ def test_a_value_written_twice_is_read_back_after_each_write(tmp_path):
     r = run(journal.apply_script(tx, force=True, state_dir=str(tmp_path / "state")))
     assert r.returncode == journal.OK, r.stdout + r.stderr
     assert val.read_text() == "2\n"
+
+
+def _journal_dir(tmp_path: Path, n: int) -> Path:
+    txd = tmp_path / "state" / "tx"
+    txd.mkdir(parents=True)
+    for i in range(n):
+        tx = Tx(f"20261201T0000{i:02d}Z-{i:04x}", "apply", "h", "p", [])
+        (txd / f"{tx.id}.json").write_bytes(tx.record())
+        (txd / f"{tx.id}.status").write_text("applied 2026-12-01T00:00:00Z\n")
+    return txd
+
+
+def test_journal_listing_costs_the_same_processes_however_long_the_history(tmp_path):
+    """One stat, one cat and one base64 for any number of records (a base64 per
+    transaction made drift and history slower with every apply and rollback)."""
+    import collections
+    import os
+    import re
+    import shutil
+
+    import pytest
+
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed (scripts/setup.sh installs it)")
+    txd = _journal_dir(tmp_path, 25)
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    r = subprocess.run(["strace", "-ff", "-qq", "-e", "trace=execve", "-o", str(trace / "x"),
+                        "sh", "-c", journal.journal_script(str(txd.parent))],
+                       capture_output=True, text=True)
+    assert len(journal.parse_journal(r.stdout).txs) == 25, r.stderr
+    ran = collections.Counter(
+        os.path.basename(m.group(1)) for f in trace.iterdir()
+        for m in re.finditer(r'execve\("([^"]+)".*= 0$', f.read_text(), re.M))
+    assert dict(ran) == {"sh": 1, "stat": 1, "cat": 1, "base64": 1}, dict(ran)
+
+
+def test_odd_record_is_unreadable_and_the_others_still_parse(tmp_path):
+    txd = _journal_dir(tmp_path, 3)
+    odd = sorted(txd.glob("*.json"))[1]
+    odd.write_bytes(b'{"id": "x",\n"broken\xff\n')  # a newline and invalid UTF-8 inside
+    found = journal.parse_journal(run(journal.journal_script(str(txd.parent))).stdout)
+    assert [t.id for t in found.txs] == [p.stem for p in sorted(txd.glob("*.json")) if p != odd]
+    assert [u.id for u in found.unreadable] == [odd.stem]
+
+
+def test_a_journal_that_changed_while_read_is_an_error(tmp_path):
+    import pytest
+
+    txd = _journal_dir(tmp_path, 2)
+    out = run(journal.journal_script(str(txd.parent))).stdout
+    torn = out.replace("SIZE ", "SIZE 1", 1)
+    with pytest.raises(journal.JournalChanged, match="changed while it was read"):
+        journal.parse_journal(torn)
+    assert journal.parse_journal("").txs == []
