@@ -213,7 +213,7 @@ class Agent:
         if snap.plan.error:
             return self._failed(now, why, snap.plan.error)
         pending = snap.plan.pending
-        self.log("plan", [c.target for c in pending], reason=why,
+        self.log("plan", [c.target for c in pending], reason=why, started=round(now, 3),
                  pending=len(pending), drift=len(snap.drift.items), mode=self.options.mode)
         for c in pending:
             found = self.conflicts.seen(c)

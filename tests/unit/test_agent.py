@@ -93,7 +93,9 @@ def test_observe_never_applies_and_logs_the_plan():
     logged = events(out)
     assert [e["event"] for e in logged] == ["plan"] * 3
     assert logged[0]["keys"] == ["a", "b"] and logged[0]["host"] == "n1"
-    assert set(logged[0]) >= {"ts", "event", "host", "keys", "tx", "reason"}
+    assert set(logged[0]) >= {"ts", "event", "host", "keys", "tx", "reason", "started"}
+    # a plan says when its round began (a change made after that is the next round's)
+    assert [e["started"] for e in logged] == [1000.0 + 60 * i for i in range(3)], logged
 
 
 def test_enforce_leaves_disruptive_error_and_not_settable_changes_alone():
