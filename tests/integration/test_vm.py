@@ -570,6 +570,9 @@ def test_boot_applier_is_systemd_sysctl_and_a_reboot_keeps_its_order(vm, tmp_pat
     try:
         ch = vm.plan("--profile", str(profile))
         assert [w["name"] for w in ch[ka]["writers"]][:1] == ["systemd-sysctl"], ch[ka]
+        # the version from the libsystemd-shared-NNN.so name, as `--version` says it
+        version = vm.sh("/usr/lib/systemd/systemd-sysctl --version").split()[1]
+        assert ch[ka]["writers"][0]["version"] == version, ch[ka]["writers"][0]
         assert (ch[ka]["boot"], ch[fin]["boot"]) == ("2222", "11")
         shadow = {k: next(r["detail"] for r in ch[k]["reasons"] if r["code"] == "shadowed")
                   for k in (ka, fin)}
