@@ -247,26 +247,15 @@ def test_plan_fact_script_processes(tmp_path):
     of a node's CPU cost (with 100 lab nodes on a 2-CPU controller, wall time). (13
     before 2026-12-01: a base64 per snippet, both appliers' --version and seds; and a loop
     of reads over /proc per writer.)"""
-    import collections
-    import os
-
     from netfix import engine
     from netfix.profile import load_profile
+    from tests.unit.execs import run_counted
 
-    if os.geteuid() != 0 or not shutil.which("strace") or not shutil.which("unshare"):
-        pytest.skip("needs root, strace and unshare (scripts/setup.sh installs strace)")
-    trace = tmp_path / "execve"
-    script = build_script(engine.needs_for(load_profile("public-vds")))
-    p = subprocess.run(["unshare", "--net", "--mount", "sh", "-c",
-                        'mount -t sysfs sysfs /sys && exec strace -ff -qq -e trace=execve '
-                        '-o "$1" sh -s', "-", str(trace)], input=script, text=True,
-                       capture_output=True, timeout=60)
+    p, ran = run_counted(["sh", "-s"], tmp_path / "trace", netns=True,
+                         input=build_script(engine.needs_for(load_profile("public-vds"))))
     facts = parse("h", p.stdout)
     boot = facts.scripts["sysctl-boot"]
     assert facts.uid == 0 and "PID1" in boot, p.stderr
-    ran = collections.Counter(  # -ff: a file per process, so no call is split in two
-        os.path.basename(m.group(1)) for f in tmp_path.glob("execve.*")
-        for m in re.finditer(r'execve\("([^"]+)".*= 0$', f.read_text(), re.M))
     want = {"sh": 1, "grep": 2, "stat": 1, "cat": 1, "base64": 1,
             "sysctl": int("PROCPS_VERSION" in boot), "readlink": 2 * boot.count("\nLINK ")}
-    assert dict(ran) == {k: n for k, n in want.items() if n}, dict(ran)
+    assert ran == {k: n for k, n in want.items() if n}, ran
