@@ -276,8 +276,7 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
     the plan saw, the journal under /var/lib/netfix records every old value and file, then
     the changes are made and persisted. If any step fails, that host is put back as it was
     and reported; other hosts carry on. A saved plan is refused if a node changed since."""
-    from netfix import engine, render
-    from netfix.plan import load_plan
+    from netfix import engine, transport
 
     if auto_confirm and not confirm_secs:
         raise NetfixError("--auto-confirm needs --confirm SECONDS")
@@ -288,6 +287,16 @@ def apply(plan_file, inventory, limit, profile, serial, max_fail, confirm_secs, 
         confirm_or_refuse(yes, "apply", "Review a saved plan (netfix plan -o plan.json, then "
                           "netfix apply plan.json), or pass --yes to apply what is planned now.")
     hosts, names = select_grouped(inventory, limit)
+    # The plan's SSH connection to each node carries its transaction too (one handshake
+    # per node); --confirm's proof still makes a new one.
+    with transport.keep():
+        _apply(hosts, names, plan_file, profile, options, show_diff, yes, as_json)
+
+
+def _apply(hosts, names, plan_file, profile, options, show_diff, yes, as_json) -> None:
+    from netfix import engine, render
+    from netfix.plan import load_plan
+
     if plan_file:
         if profile:
             raise NetfixError("give either a saved plan or --profile, not both")

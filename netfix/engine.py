@@ -225,6 +225,14 @@ def _result(host: str, tx: Tx, res: transport.Result, done: HostStatus) -> HostR
         return HostResult(host, done, True, f"{len(tx.steps)} step(s)", tx.id)
     if res.rc == journal.STALE:
         found = {p[1]: p[2] for p in tagged if p[0] == "STALE"}
+        if tx.rolls_back:  # a rollback's check: against what netfix wrote, not a plan
+            moved = {s.path: s for s in tx.steps if s.path in found}.values()
+            return HostResult(host, HostStatus.CHANGED_SINCE, False, f"{len(moved)} value(s) "
+                              "changed since netfix wrote them; nothing restored: rerun with "
+                              "--force to restore them anyway", tx.rolls_back,
+                              [f"{s.target}: found {_seen(s, found[s.path])}, netfix wrote "
+                               f"{_seen(s, journal.sha(s.old) if s.kind == 'file' else s.old)}"
+                               for s in moved])
         details = [f"{s.target}: found {_seen(s, found[s.path])}, expected "
                    f"{_seen(s, journal.sha(s.old) if s.kind == 'file' else s.old)}"
                    for s in tx.steps if s.path in found]
@@ -535,8 +543,8 @@ def _found(facts: Facts, step: Step) -> str | None:
 
 
 def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> HostResult:
-    # Its three round trips (journal, current values, the rollback transaction) share one
-    # SSH connection: one handshake instead of three.
+    # Its round trips (journal, the rollback transaction; with --force the current values
+    # between them) share one SSH connection: one handshake.
     with transport.session(host):
         return _rollback_host(host, tx_id, force)
 
@@ -546,23 +554,18 @@ def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
     try:
         history = read_journal(host)
         target = _pick(history, tx_id)
-        needs = Needs(paths={s.path for s in target.steps if s.kind == "value"},
-                      files={s.path for s in target.steps if s.kind == "file"},
-                      scripts={s.path: s.read for s in target.steps
-                               if s.kind == "cmd" and s.read})
-        facts = gather(host, needs)
-        found = {s.path: _found(facts, s) for s in target.steps}
-        # Only what netfix wrote may be put back: the last step on a path holds its final value.
-        written = {s.path: s for s in target.steps}
-        moved = [s for s in written.values() if found[s.path] != s.new]
-        if moved and not force:
-            details = [f"{s.target}: found {_show(s, found[s.path])}, netfix wrote "
-                       f"{_show(s, s.new)}" for s in moved]
-            return HostResult(host.name, HostStatus.CHANGED_SINCE, False,
-                              f"{len(moved)} value(s) changed since netfix wrote them; nothing "
-                              "restored: rerun with --force to restore them anyway",
-                              target.id, details)
-        rtx = journal.inverse(target, journal.new_id(), current=found)
+        # Only what netfix wrote may be put back: the last step on a path holds its final
+        # value, and the rollback's own check (under the node lock, no round trip of its
+        # own) refuses when the node no longer holds it. --force records what it finds.
+        current: dict[str, str | None] = {s.path: s.new for s in target.steps}
+        if force:
+            needs = Needs(paths={s.path for s in target.steps if s.kind == "value"},
+                          files={s.path for s in target.steps if s.kind == "file"},
+                          scripts={s.path: s.read for s in target.steps
+                                   if s.kind == "cmd" and s.read})
+            facts = gather(host, needs)
+            current = {s.path: _found(facts, s) for s in target.steps}
+        rtx = journal.inverse(target, journal.new_id(), current=current)
         res = run_tx(host, rtx, journal.rollback_script(rtx, target),
                      done=HostStatus.ROLLED_BACK)
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \
@@ -572,12 +575,6 @@ def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
     except Exception as e:
         return HostResult(host.name, HostStatus.ERROR, False, host_error(e), None,
                           history.notices if history else [])
-
-
-def _show(step: Step, value: str | None) -> str:
-    if step.kind != "file":
-        return repr(value)
-    return "absent" if value is None else f"file of {len(base64.b64decode(value))} bytes"
 
 
 def rollback(hosts: list[Host], tx_id: str | None = None, force: bool = False,
@@ -598,7 +595,7 @@ def confirm_window(host: Host, tx: Tx, seconds: int, auto_confirm: bool) -> Host
     if not res.ok:
         return res
     try:
-        transport.transport_for(host).reconnect()  # the proof needs a connection of its own
+        transport.transport_for(host).reconnect(host)  # the proof needs a connection of its own
         probe = run_script(host, journal.confirm_script(tx.id), staged=True) if auto_confirm \
             else run_script(host, journal.status_script(tx.id))
     except NetfixError as e:  # unreachable, or the new session failed: same meaning here

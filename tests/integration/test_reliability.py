@@ -612,3 +612,99 @@ def test_rollback_removes_the_directories_apply_created(lab, tmp_path):
     assert "/etc/netfix" in snapshot(lab, node, SMALL_KEYS)[2]
     lab.netfix("rollback", "--yes", "--limit", node)
     assert snapshot(lab, node, SMALL_KEYS) == before
+
+
+def connections(lab, node: str) -> int:
+    """SSH connections the node's sshd has accepted so far (its log, LogLevel INFO)."""
+    return (lab.dir / "nodes" / node / "sshd.log").read_text().count("Accepted publickey")
+
+
+def test_apply_carries_its_transaction_over_the_plans_connection(lab, tmp_path):
+    """Invariant: `apply --yes` makes one SSH connection per node (the plan's carries the
+    transaction), while --confirm's proof is still a connection of its own, made after the
+    change; both apply fully and roll back byte-identical."""
+    node = "node2"
+    profile = tmp_path / "small.yaml"
+    profile.write_text(SMALL)
+    before = snapshot(lab, node, SMALL_KEYS)
+    n = connections(lab, node)
+    lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", node)
+    assert connections(lab, node) - n == 1
+    assert read_values(lab, node, SMALL_KEYS)["net.ipv4.tcp_keepalive_time"] == "611"
+    lab.netfix("rollback", "--yes", "--limit", node)
+    assert snapshot(lab, node, SMALL_KEYS) == before
+    n = connections(lab, node)
+    p = lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", node,
+                   "--confirm", "60", "--auto-confirm")
+    assert "confirmed" in p.stdout, p.stdout
+    assert connections(lab, node) - n == 2  # the plan's (and the transaction's), the proof
+    lab.netfix("rollback", "--yes", "--limit", node)
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+
+def test_a_kept_connection_gone_stale_is_replaced_before_anything_runs(lab, tmp_path):
+    """Invariant: a kept connection that died while idle (its sshd killed, as a node
+    reboot or an idle timeout would while the operator reads the plan) is replaced by a
+    new one before the transaction starts: the transaction runs exactly once, fully
+    applied and journaled, and rolls back byte-identical."""
+    from netfix import engine, transport
+    from netfix.inventory import load_inventory
+
+    node = "node2"
+    profile = tmp_path / "small.yaml"
+    profile.write_text(SMALL)
+    before = snapshot(lab, node, SMALL_KEYS)
+    known = set(tx_status(lab, node))
+    hosts = load_inventory(str(lab.inventory)).select(node)
+    with transport.keep():
+        the_plan = engine.make_plan(hosts, str(profile))
+        assert the_plan.has_changes
+        sessions = node_pids(node, r"^sshd: root")
+        assert sessions, "the plan's connection is not kept open"
+        for pid in sessions:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        n = connections(lab, node)
+        (result,) = engine.apply(hosts, the_plan)
+    assert result.ok, result
+    assert connections(lab, node) - n == 1
+    new = {k: v for k, v in tx_status(lab, node).items() if k not in known}
+    assert list(new.values()) == ["applied"], new
+    assert read_values(lab, node, SMALL_KEYS)["net.ipv4.tcp_keepalive_time"] == "611"
+    deadline = time.monotonic() + 10
+    while node_pids(node, r"^sshd: root") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not node_pids(node, r"^sshd: root"), "keep() left a connection open"
+    lab.netfix("rollback", "--yes", "--limit", node)
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+
+def test_rollback_is_two_round_trips_and_its_own_check_refuses_a_moved_value(lab, tmp_path,
+                                                                               monkeypatch):
+    """Invariant: rollback reads the journal, then runs the transaction whose own check
+    (under the node lock) refuses when a value no longer holds what netfix wrote: two
+    round trips on one connection, nothing restored on a refusal, byte-identical after."""
+    from netfix import engine, transport
+    from netfix.inventory import load_inventory
+    from netfix.status import HostStatus
+
+    node = "node2"
+    profile = tmp_path / "small.yaml"
+    profile.write_text(SMALL)
+    before = snapshot(lab, node, SMALL_KEYS)
+    lab.netfix("apply", "--yes", "--profile", str(profile), "--limit", node)
+    trips = []
+    real = transport._run_ssh
+    monkeypatch.setattr(transport, "_run_ssh", lambda *a: trips.append(1) or real(*a))
+    hosts = load_inventory(str(lab.inventory)).select(node)
+    lab.sh(node, "sysctl -qw net.ipv4.tcp_keepalive_time=612")
+    (refused,) = engine.rollback(hosts)
+    assert refused.status is HostStatus.CHANGED_SINCE and len(trips) == 2, refused
+    assert refused.details == ["net.ipv4.tcp_keepalive_time: found '612', netfix wrote '611'"]
+    assert read_values(lab, node, SMALL_KEYS)["net.ipv4.tcp_fin_timeout"] == "17"
+    lab.sh(node, "sysctl -qw net.ipv4.tcp_keepalive_time=611")
+    trips.clear()
+    n = connections(lab, node)
+    (done,) = engine.rollback(hosts)
+    assert done.ok and len(trips) == 2 and connections(lab, node) - n == 1, done
+    assert snapshot(lab, node, SMALL_KEYS) == before

@@ -33,7 +33,7 @@ class Recorder:
         self.threads.append(threading.current_thread() is threading.main_thread())
         return transport.Result(self.rc, "", "")
 
-    def reconnect(self) -> None:
+    def reconnect(self, host) -> None:
         pass
 
 
@@ -174,3 +174,98 @@ def test_pyinfra_round_trip_reads_the_exit_code_netfix_prints(stdout, rc, text):
     (command, kwargs), = fake.commands
     assert command.startswith("sh -s; printf") and kwargs["_stdin"] == "echo x\n"
     assert kwargs["_shell_executable"] == "sh"
+
+
+class FakeClient:
+    """An SSH client stand-in: counts the commands it carried and whether it was closed."""
+
+    made: list[FakeClient] = []
+
+    def __init__(self, fail: type[Exception] | None = None):
+        self.ran: list[str] = []
+        self.closed = False
+        self.fail = fail
+        FakeClient.made.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_ssh(monkeypatch):
+    """_client and _exec without a network: what reuse and replacement of connections do."""
+    FakeClient.made = []
+
+    def execute(h, client, command, data, timeout):
+        assert not client.closed, "a closed connection was used"
+        if client.fail:
+            raise client.fail(f"{command} failed")
+        client.ran.append(command)
+        return transport.Result(0, command, "")
+
+    monkeypatch.setattr(transport, "_client", lambda h: FakeClient())
+    monkeypatch.setattr(transport, "_exec", execute)
+    return FakeClient
+
+
+def test_without_keep_every_round_trip_has_its_own_connection(fake_ssh):
+    for cmd in ("plan", "tx"):
+        transport._run_ssh(host("node1"), cmd, b"", 1)
+    assert [c.ran for c in fake_ssh.made] == [["plan"], ["tx"]]
+    assert all(c.closed for c in fake_ssh.made)
+
+
+def test_keep_carries_the_next_round_trip_from_any_thread_then_closes(fake_ssh):
+    """apply: the plan's connection (one worker thread) carries the transaction (another)."""
+    with transport.keep():
+        transport._run_ssh(host("node1"), "plan", b"", 1)
+        t = threading.Thread(target=transport._run_ssh, args=(host("node1"), "tx", b"", 1))
+        t.start()
+        t.join()
+        transport._run_ssh(host("node2"), "plan", b"", 1)
+        assert not any(c.closed for c in fake_ssh.made)
+    assert [c.ran for c in fake_ssh.made] == [["plan", "tx"], ["plan"]]
+    assert all(c.closed for c in fake_ssh.made)
+
+
+def test_forget_makes_the_next_round_trip_a_new_connection(fake_ssh):
+    """--confirm's proof of reachability is a connection made after the change."""
+    with transport.keep():
+        transport._run_ssh(host("node1"), "tx", b"", 1)
+        transport.SSH.reconnect(host("node1"))
+        assert fake_ssh.made[0].closed
+        transport._run_ssh(host("node1"), "probe", b"", 1)
+    assert [c.ran for c in fake_ssh.made] == [["tx"], ["probe"]]
+
+
+def test_a_stale_kept_connection_is_replaced_and_the_command_runs_once(fake_ssh):
+    with transport.keep():
+        transport._run_ssh(host("node1"), "plan", b"", 1)
+        fake_ssh.made[0].fail = transport.HostUnreachable  # nothing started on it
+        res = transport._run_ssh(host("node1"), "tx", b"", 1)
+    assert res.stdout == "tx"
+    assert [c.ran for c in fake_ssh.made] == [["plan"], ["tx"]]
+    assert all(c.closed for c in fake_ssh.made)
+
+
+def test_a_connection_lost_mid_command_is_raised_and_never_reused(fake_ssh):
+    """The command may have run: that is the caller's to find out (engine.outcome), and
+    the broken connection does not go back to the pool."""
+    with transport.keep():
+        transport._run_ssh(host("node1"), "plan", b"", 1)
+        fake_ssh.made[0].fail = transport.ConnectionLost
+        with pytest.raises(transport.ConnectionLost):
+            transport._run_ssh(host("node1"), "tx", b"", 1)
+        assert fake_ssh.made[0].closed and len(fake_ssh.made) == 1
+        transport._run_ssh(host("node1"), "status", b"", 1)
+    assert [c.ran for c in fake_ssh.made] == [["plan"], ["status"]]
+
+
+def test_a_session_inside_keep_owns_its_connection(fake_ssh):
+    with transport.keep():
+        with transport.session(host("node1")):
+            transport._run_ssh(host("node1"), "a", b"", 1)
+            transport._run_ssh(host("node1"), "b", b"", 1)
+        assert fake_ssh.made[0].closed  # the session's, closed with it
+        transport._run_ssh(host("node1"), "c", b"", 1)
+    assert [c.ran for c in fake_ssh.made] == [["a", "b"], ["c"]]
