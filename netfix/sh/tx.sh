@@ -16,9 +16,11 @@ flock -w 30 9 || { echo "LOCKED another netfix run holds $D/lock"; exit 11; }
 # rm and find only when there is something for them: the globs are builtins, forks are not.
 for f in "$D"/.err.*; do [ -e "$f" ] && rm -f "$D"/.err.*; break; done
 # Staged scripts and outputs of runs killed on the node (no run lasts an hour): only files
-# other than this run's own ($0, as stage.sh runs it, and its .out/.err) can be that old.
+# other than this run's own (NF_SELF, the staged file stage.sh sources; else $0, the
+# script sh was given) and its .out/.err can be that old.
+NF_SELF=${NF_SELF:-$0}
 for f in "$D"/run/*; do
-  case $f in "$0" | "$0".*) ;; *) [ -e "$f" ] && find "$D/run" -type f -mmin +60 -delete 2>/dev/null; break ;; esac
+  case $f in "$NF_SELF" | "$NF_SELF".*) ;; *) [ -e "$f" ] && find "$D/run" -type f -mmin +60 -delete 2>/dev/null; break ;; esac
 done
 NL='
 '

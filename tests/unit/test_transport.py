@@ -269,3 +269,26 @@ def test_a_session_inside_keep_owns_its_connection(fake_ssh):
         assert fake_ssh.made[0].closed  # the session's, closed with it
         transport._run_ssh(host("node1"), "c", b"", 1)
     assert [c.ran for c in fake_ssh.made] == [["a", "b"], ["c"]]
+
+
+def test_staging_costs_five_processes_and_a_short_script_runs_nothing(tmp_path):
+    """stage.sh on this machine, under strace: store (cat), hash (sha256sum), run detached
+    (setsid, one sh whose subshell sources the script), print the output (cat), clean up
+    (rm): no mktemp, no wc, no cat of an empty stderr. A script missing its last byte
+    runs nothing and says how much came."""
+    from tests.unit.execs import run_counted
+
+    state = tmp_path / "state"
+    (state / "run").mkdir(parents=True)
+    script = f'echo ran > {state}/out; echo hi\n'
+    argv = ["sh", "-c", transport.STAGE, "netfix-stage", str(len(script)),
+            hashlib.sha256(script.encode()).hexdigest(), str(state)]
+    p, _ = run_counted(argv, tmp_path / "t1", input=script[:-1])
+    assert p.returncode == transport.INCOMPLETE, p
+    assert f"({len(script) - 1} of {len(script)} bytes)" in p.stdout, p.stdout
+    assert not (state / "out").exists()
+    p, ran = run_counted(argv, tmp_path / "t2", input=script)
+    assert p.returncode == 0 and p.stdout == "hi\n", p
+    assert (state / "out").read_text() == "ran\n"
+    assert ran == {"sh": 2, "cat": 2, "sha256sum": 1, "setsid": 1, "rm": 1}, ran
+    assert list((state / "run").iterdir()) == []
