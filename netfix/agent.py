@@ -135,11 +135,11 @@ def planner(host: Host, profile_name: str) -> Planner:
     """Plan, journal and conntrack fill in one local round trip; drift classified as
     `netfix drift` does."""
     profile = engine.Profiles().get(profile_name)  # a bad profile fails at start
-    extra = Needs(sysctls={COUNT, MAX}, scripts={"journal": journal.journal_script()})
+    extra = Needs(sysctls={COUNT, MAX}, journals=journal.needs().journals)
 
     def plan() -> Snapshot:
         hp, facts = engine.diff_host(host, profile, extra)
-        hd = drift.classify(hp, journal.parse_journal(facts.scripts.get("journal", "")))
+        hd = drift.classify(hp, journal.from_facts(facts))
         count, cmax = facts.sysctl(COUNT).value, facts.sysctl(MAX).value
         ct = (int(count), int(cmax)) if count and cmax and count.isdigit() \
             and cmax.isdigit() else None

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from netfix import engine, journal, writers
-from netfix.facts import Needs
 from netfix.inventory import Host
 from netfix.journal import Tx
 from netfix.plan import (
@@ -313,10 +312,10 @@ def check_host(host: Host, profile: Profile) -> HostDrift:
     start = time.time()
     try:
         hp, facts = engine.diff_host(
-            host, profile, extra=Needs(scripts={"journal": journal.journal_script()}))
+            host, profile, extra=journal.needs())
         started = {w.NAME: t for w in writers.modules()
                    if hasattr(w, "started") and (t := w.started(facts)) is not None}
-        hd = classify(hp, journal.parse_journal(facts.scripts.get("journal", "")),
+        hd = classify(hp, journal.from_facts(facts),
                       started=started)
     except Exception as e:
         # Whatever went wrong on this host (unreachable, not root, a torn read, a paramiko

@@ -488,8 +488,8 @@ def unguarded(host: Host, hp: HostPlan) -> list[str]:
 
 
 def read_journal(host: Host) -> journal.Journal:
-    facts = gather(host, Needs(scripts={"journal": journal.journal_script()}))
-    found = journal.parse_journal(facts.scripts.get("journal", ""))
+    facts = gather(host, journal.needs())
+    found = journal.from_facts(facts)
     found.notices = facts.recovered
     return found
 

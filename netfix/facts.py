@@ -28,6 +28,9 @@ class Needs:
     # process names (as in /proc/PID/comm) the snippets look for with nf_pids (facts.sh):
     # one scan of /proc for all of them
     procs: set[str] = field(default_factory=set)
+    # netfix's journal dirs (<state>/tx): each transaction's status line and record, the
+    # records read with the files (no stat, cat and base64 of their own)
+    journals: set[str] = field(default_factory=set)
 
     def update(self, other: Needs) -> None:
         self.sysctls |= other.sysctls
@@ -36,6 +39,7 @@ class Needs:
         self.dirs |= other.dirs
         self.scripts.update(other.scripts)
         self.procs |= other.procs
+        self.journals |= other.journals
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Facts:
     # running right now; the engine finishes them under the node lock.
     interrupted: dict[str, bytes] = field(default_factory=dict)
     recovered: list[str] = field(default_factory=list)  # what the engine did about them
+    # Needs.journals: record path -> its status line, in the order of the dir's glob (the
+    # records' bytes are in `files`)
+    journal: dict[str, str] = field(default_factory=dict)
 
     def sysctl(self, key: str) -> Value:
         return self.values.get(sysctl_path(key), Value(False, False, None))
@@ -91,8 +98,8 @@ COMM = re.compile(r"[A-Za-z0-9._-]{1,15}")  # a process name nf_pids can look fo
 
 
 def build_script(needs: Needs) -> str:
-    """One script (netfix/sh/facts.sh and facts-files.sh around the generated `v`, `f`
-    and `d` lines), every knob's snippet in it: one round trip per host.
+    """One script (netfix/sh/facts.sh and facts-files.sh around the generated `v`, `f`,
+    `d` and `j` lines), every knob's snippet in it: one round trip per host.
 
     Each snippet runs in a command substitution (a fork, no exec: its `set +f` and
     variables stay its own); its byte count is an `ssize` record and its output goes into
@@ -105,6 +112,8 @@ def build_script(needs: Needs) -> str:
         lines.append(f"f {q(path)}")
     for path in sorted(needs.dirs):
         lines.append(f"d {q(path)}")
+    for path in sorted(needs.journals):
+        lines.append(f"j {q(path)}")
     if needs.procs:
         if bad := sorted(n for n in needs.procs if not COMM.fullmatch(n)):
             raise ValueError(f"not a process name nf_pids can look for: {bad!r}")
@@ -151,6 +160,8 @@ def parse(host: str, output: str) -> Facts:
             blob = base64.b64decode(payload)
         elif kind == "d":
             facts.dirs.setdefault(name, {})
+        elif kind == "tx":
+            facts.journal[name] = payload
         elif kind == "pending":
             facts.interrupted[name] = base64.b64decode(payload)
     if sizes or blob:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from netfix import sh
 from netfix.errors import NetfixError
+from netfix.facts import Facts, Needs
 from netfix.plan import Op
 from netfix.status import TxStatus
 
@@ -337,7 +338,6 @@ class JournalChanged(NetfixError):
 
 def parse_journal(output: str) -> Journal:
     """netfix/sh/journal.sh's output: TX lines, then the records' sizes and one blob."""
-    journal = Journal([])
     heads: list[tuple[str, str]] = []  # (id, status line)
     sizes: list[int] = []
     blob = b""
@@ -353,9 +353,37 @@ def parse_journal(output: str) -> Journal:
     if len(sizes) != len(heads) or sum(sizes) != len(blob):
         # a record added or removed between the listing, stat and cat
         raise JournalChanged("the node's journal changed while it was read; run again")
-    pos = 0
-    for (tx_id, status), n in zip(heads, sizes, strict=True):
-        raw, pos = blob[pos:pos + n], pos + n
+    raws, pos = [], 0
+    for n in sizes:
+        raws.append(blob[pos:pos + n])
+        pos += n
+    return _journal([(tx_id, status, raw) for (tx_id, status), raw in zip(heads, raws,
+                                                                           strict=True)])
+
+
+def needs(state_dir: str = STATE_DIR) -> Needs:
+    """What the fact script reads for from_facts: no process of its own (see facts.sh j)."""
+    return Needs(journals={f"{state_dir}/tx"})
+
+
+def from_facts(facts: Facts, state_dir: str = STATE_DIR) -> Journal:
+    """The journal the fact script read with `needs(state_dir)`."""
+    entries = []
+    for path, status in facts.journal.items():
+        parent, _, name = path.rpartition("/")
+        if parent != f"{state_dir}/tx" or not name.endswith(".json"):
+            continue
+        raw = facts.files.get(path)
+        if raw is None:  # listed, then gone before stat and cat read it
+            raise JournalChanged("the node's journal changed while it was read; run again")
+        entries.append((name[:-len(".json")], status, raw))
+    return _journal(entries)
+
+
+def _journal(entries: list[tuple[str, str, bytes]]) -> Journal:
+    """(id, status line, record bytes) per transaction: the Journal, odd records apart."""
+    journal = Journal([])
+    for tx_id, status, raw in entries:
         try:
             journal.txs.append(Tx.from_record(raw, status=status or "unknown"))
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -279,3 +279,62 @@ def test_a_journal_that_changed_while_read_is_an_error(tmp_path):
     with pytest.raises(journal.JournalChanged, match="changed while it was read"):
         journal.parse_journal(torn)
     assert journal.parse_journal("").txs == []
+
+
+def _fact_journal(txd: Path, extra: Path | None = None):
+    """The journal as drift, history and rollback read it: within the fact script."""
+    from netfix import facts
+
+    needs = journal.needs(str(txd.parent))
+    if extra:
+        needs.files.add(str(extra))
+    return needs, facts.build_script(needs)
+
+
+def test_the_fact_script_reads_the_journal_with_the_files_no_process_of_its_own(tmp_path):
+    """The journal in the fact script (drift, history, rollback, agent): its 25 records
+    ride on the files' one stat, cat and base64, and read as journal.sh's listing does."""
+    from netfix import facts
+    from tests.unit.execs import run_counted
+
+    txd = _journal_dir(tmp_path, 25)
+    (txd / f"{sorted(txd.glob('*.json'))[3].stem}.status").write_text("rolled-back X\n")
+    other = tmp_path / "other.conf"
+    other.write_bytes(b"net.core.somaxconn = 1\n")
+    _, script = _fact_journal(txd, other)
+    r, ran = run_counted(["sh", "-s"], tmp_path / "trace", input=script)
+    got = facts.parse("h", r.stdout)
+    assert got.files[str(other)] == other.read_bytes()
+    mine = journal.from_facts(got, str(txd.parent))
+    listed = journal.parse_journal(run(journal.journal_script(str(txd.parent))).stdout)
+    assert [(t.id, t.status) for t in mine.txs] == [(t.id, t.status) for t in listed.txs]
+    assert len(mine.txs) == 25 and mine.txs[3].status == "rolled-back X"
+    assert ran == {"sh": 1, "stat": 1, "cat": 1, "base64": 1}, ran
+    empty = tmp_path / "empty" / "tx"
+    empty.mkdir(parents=True)
+    assert journal.from_facts(facts.parse("h", run(_fact_journal(empty)[1]).stdout),
+                              str(empty.parent)).txs == []
+
+
+def test_an_odd_record_in_the_fact_script_is_only_that_records(tmp_path):
+    from netfix import facts
+
+    txd = _journal_dir(tmp_path, 3)
+    odd = sorted(txd.glob("*.json"))[1]
+    odd.write_bytes(b'{"id": "x",\n"broken\xff\n')
+    got = facts.parse("h", run(_fact_journal(txd)[1]).stdout)
+    found = journal.from_facts(got, str(txd.parent))
+    assert [t.id for t in found.txs] == [p.stem for p in sorted(txd.glob("*.json")) if p != odd]
+    assert [u.id for u in found.unreadable] == [odd.stem]
+
+
+def test_a_record_gone_between_listing_and_reading_is_an_error(tmp_path):
+    import pytest
+
+    from netfix import facts
+
+    txd = _journal_dir(tmp_path, 2)
+    got = facts.parse("h", run(_fact_journal(txd)[1]).stdout)
+    del got.files[next(iter(got.journal))]  # listed by the glob, gone before stat and cat
+    with pytest.raises(journal.JournalChanged, match="changed while it was read"):
+        journal.from_facts(got, str(txd.parent))
