@@ -65,7 +65,7 @@ def valid_listing(b64: str) -> bool:
         text = base64.b64decode(b64, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return False
-    lines = text.split("\n")
+    lines = text.removesuffix("\n").split("\n")  # the probe's sed ends its last line
     if lines[0] != TABLE_LINE or lines[-1] != "}":
         return False
     depth, last = 0, len(lines) - 1

@@ -81,6 +81,7 @@ def test_valid_listing_keeps_braces_inside_quotes_and_the_real_form():
     assert valid_listing(b64(LISTING_B.replace('"lo"', '"lo}{"')))
     assert not valid_listing(b64(LISTING_B.replace('"lo"', '"lo')))  # an open quote
     assert not valid_listing("")
+    assert valid_listing(b64(LISTING_B + "\n")) and not valid_listing(b64(LISTING_B + "\n\n"))
 
 
 def test_invalid_render_is_not_stored_and_unwritable_cache_is_no_cache(tmp_path):
@@ -187,6 +188,7 @@ def test_probe_processes_render_then_cached(tmp_path):
     `nft --version`; with another kernel in the key it renders again."""
     fresh, ran, p = run_probe(tmp_path / "a", None)
     assert fresh.rendered and not fresh.cached, p.stderr
+    assert valid_listing(fresh.rendered)  # this nft's real listing passes the check
     assert ran.get("unshare") == 1 and ran.get("nft") == 3 and "mktemp" in ran, ran
     hit, ran, p = run_probe(tmp_path / "b", this_node(fresh.rendered))
     assert (hit.rendered, hit.cached) == (fresh.rendered, True), p.stdout
