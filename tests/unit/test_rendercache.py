@@ -13,12 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_firewall import FULL, LISTING_B, b64, by_target, facts, probe_output
 
 from netfix import rendercache
 from netfix.knobs import Context, firewall
 from netfix.plan import SKIP, UPDATE
 from netfix.rendercache import Render, RenderCache, valid_listing
-from tests.unit.test_firewall import FULL, LISTING_B, b64, by_target, facts, probe_output
 
 RULESET = firewall.ruleset(firewall.config(FULL))
 GOOD = Render("nftables v1.0.6", "6.1.0-13-amd64", b64(LISTING_B))
@@ -166,7 +166,7 @@ def test_hostile_render_from_the_node_is_refused_and_not_stored(tmp_path):
 
 
 def run_probe(tmp_path: Path, cached: Render | None):
-    from tests.unit.execs import run_counted
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
 
     if not shutil.which("nft"):
         pytest.skip("needs nft")
@@ -201,7 +201,7 @@ def test_probe_processes_render_then_cached(tmp_path):
 
 def test_probe_still_reports_an_nft_error_with_a_cache_for_another_key(tmp_path):
     """A ruleset this nft refuses is rendered (and refused) again when the key differs."""
-    from tests.unit.execs import run_counted
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
 
     if not shutil.which("nft"):
         pytest.skip("needs nft")

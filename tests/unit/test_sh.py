@@ -247,9 +247,10 @@ def test_plan_fact_script_processes(tmp_path):
     of a node's CPU cost (with 100 lab nodes on a 2-CPU controller, wall time). (13
     before 2026-12-01: a base64 per snippet, both appliers' --version and seds; and a loop
     of reads over /proc per writer.)"""
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
+
     from netfix import engine
     from netfix.profile import load_profile
-    from tests.unit.execs import run_counted
 
     p, ran = run_counted(["sh", "-s"], tmp_path / "trace", netns=True,
                          input=build_script(engine.needs_for(load_profile("public-vds"))))
@@ -267,7 +268,7 @@ def test_ifaces_snippet_processes_and_facts(tmp_path):
     -j -d link, -j addr and one route show per family), and the facts the knobs read: link
     kinds and integer attributes from `ip -j -d addr`, the addresses, every device of the
     multipath route but not the other table's, the SSH session's interface."""
-    from tests.unit.execs import run_counted
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
 
     if shutil.which("ip") is None or not Path("/run").is_dir():
         pytest.skip("needs iproute2")
