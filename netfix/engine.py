@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
-from netfix import journal, knobs, transport, writers
+from netfix import journal, knobs, rendercache, transport, writers
 from netfix.errors import InputError, NetfixError
 from netfix.facts import Facts, Needs, build_script, parse
 from netfix.inventory import Host
 from netfix.journal import Step, Tx
 from netfix.plan import HostPlan, Plan, fingerprint
 from netfix.profile import Profile, load_profile
+from netfix.rendercache import NodeRenders
 from netfix.status import UNDONE, HostStatus, TxStatus
 from netfix.util import norm
 
@@ -152,8 +153,8 @@ def plan_host(host: Host, profile: Profile) -> HostPlan:
     return diff_host(host, profile)[0]
 
 
-def needs_for(profile: Profile) -> Needs:
-    ctx = knobs.Context(profile.name)
+def needs_for(profile: Profile, renders: NodeRenders | None = None) -> Needs:
+    ctx = knobs.Context(profile.name, renders=renders)
     needs = Needs()
     for mod, section in sections(profile):
         needs.update(mod.needs(section, ctx))
@@ -162,9 +163,11 @@ def needs_for(profile: Profile) -> Needs:
     return needs
 
 
-def diff_facts(host: str, profile: Profile, facts: Facts) -> HostPlan:
-    """Pure: desired state and facts in, the host's plan out (no I/O)."""
-    ctx = knobs.Context(profile.name)
+def diff_facts(host: str, profile: Profile, facts: Facts,
+               renders: NodeRenders | None = None) -> HostPlan:
+    """Pure: desired state and facts in, the host's plan out (no I/O but `renders`, the
+    firewall's cache, which learns the node's fresh renders)."""
+    ctx = knobs.Context(profile.name, renders=renders)
     changes = []
     for mod, section in sections(profile):
         changes += mod.diff(section, facts, ctx)
@@ -176,20 +179,25 @@ def diff_facts(host: str, profile: Profile, facts: Facts) -> HostPlan:
 def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple[HostPlan, Facts]:
     """One round trip: gather what the profile's knobs need (plus `extra`, e.g. the
     journal for drift), then diff. Returns the facts too for callers that read `extra`."""
-    needs = needs_for(profile)
+    renders = rendercache.for_node(f"{host.name}@{address(host)}")
+    needs = needs_for(profile, renders)
     if extra:
         needs.update(extra)
     facts = gather(host, needs)
-    hp = diff_facts(host.name, profile, facts)
+    hp = diff_facts(host.name, profile, facts, renders)
     hp.identity = identity(host, facts)
     hp.profile_path, hp.profile_sha256 = profile.path, profile.sha256
     hp.notices = list(facts.recovered) + transport.limitations(host)
     return hp, facts
 
 
+def address(host: Host) -> str:
+    return "local" if host.is_local else f"{host.address}:{host.port}"
+
+
 def identity(host: Host, facts: Facts) -> dict[str, str]:
     """What makes this node this machine: a saved plan is applied only where these match."""
-    return {"address": "local" if host.is_local else f"{host.address}:{host.port}",
+    return {"address": address(host),
             "host_key": facts.host_key or "", "machine_id": facts.machine_id}
 
 

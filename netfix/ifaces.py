@@ -3,7 +3,7 @@ selection by profile blocks, CPU masks, and `Setting`, the read/set/desired trip
 becomes a journal cmd step and a line of /etc/netfix/nic.sh.
 
 The fact snippet runs before the controller knows which interfaces exist, so it reads all
-links with one `ip -j -d link` and runs ethtool only for interfaces some block may match
+links with one `ip -j -d addr` and runs ethtool only for interfaces some block may match
 (its name globs, drivers or the default route; excludes are left to the controller).
 """
 
@@ -130,13 +130,12 @@ def parse(output: str) -> Net:
                     item["ifname"], item.get("mtu"), item.get("min_mtu"), item.get("max_mtu"),
                     info.get("info_kind"),
                     {k: v for k, v in item.items() if type(v) is int},
-                    info.get("info_data") or {})
-        elif kind == "addr" and text:
+                    info.get("info_data") or {}, _addrs(item))
+        elif kind == "addr" and text:  # older scripts: `ip -j addr` on its own
             for item in _json(text, "ip -j addr"):
                 link = net.links.get(item["ifname"])
                 if link:
-                    link.addrs = [(a.get("family", ""), a.get("local", ""))
-                                  for a in item.get("addr_info", [])]
+                    link.addrs = _addrs(item)
         elif kind == "route":
             net.default_devs = _devs(text)
         elif kind == "driver" and args:
@@ -166,6 +165,10 @@ def _json(text: str, what: str) -> list[dict]:
         raise NetfixError(f"cannot parse `{what}` output from the node ({e}); an iproute2 "
                           "without JSON output (-j) is too old for the NIC knobs") from None
     return data if isinstance(data, list) else []
+
+
+def _addrs(item: dict) -> list[tuple[str, str]]:
+    return [(a.get("family", ""), a.get("local", "")) for a in item.get("addr_info", [])]
 
 
 def _queue_order(q: str) -> tuple[str, int]:

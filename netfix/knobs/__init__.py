@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from netfix.facts import Facts, Needs
     from netfix.ifaces import HostView
     from netfix.plan import Change
+    from netfix.rendercache import NodeRenders
 
 
 @runtime_checkable
@@ -51,6 +52,9 @@ OPTIONAL = ("check_profile", "plan_interfaces")
 class Context:
     profile: str
     header: str = ""
+    # The firewall's cache of this node's renders (netfix/rendercache.py); None: no cache
+    # (a library caller, the pyinfra fact).
+    renders: NodeRenders | None = None
     # The host view, built on first use for the (section, facts) it was asked for.
     view: HostView | None = field(default=None, repr=False)
     _view_of: tuple = field(default=(), repr=False)

@@ -17,7 +17,10 @@ How the state is compared and loaded (the `cmd` step):
   on the node (`priority -150` prints as `priority mangle` on some). So the fact script
   loads the generated ruleset into a throwaway network namespace (`unshare -n`) and lists
   it there: the same round trip, the exact form the node will print, and an nft syntax or
-  kernel-support error is reported in the plan before anything is changed.
+  kernel-support error is reported in the plan before anything is changed. The controller
+  keeps each node's render (netfix/rendercache.py, ctx.renders) and sends it back with the
+  nft version and kernel it was made under; the probe prints it back (RENDER-CACHED)
+  instead of rendering again when the node still has those.
 
 Persistence: /etc/netfix/firewall.nft, loaded by a unit of netfix's own
 (netfix-firewall.service) that a drop-in makes sysinit.target want. All three are plain
@@ -33,7 +36,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from netfix import sh
+from netfix import rendercache, sh
 from netfix.facts import Facts, Needs
 from netfix.knobs import Context
 from netfix.plan import NOT_SETTABLE, OK, SKIP, UPDATE, Change, Op
@@ -236,17 +239,22 @@ def wants_file(ctx: Context) -> bytes:
     return (ctx.header + "[Unit]\nWants=netfix-firewall.service\n").encode()
 
 
-def probe(desired: str | None) -> str:
+def probe(desired: str | None, cached: rendercache.Render | None = None) -> str:
     """Fact snippet: is nft usable, where is it, is there systemd, and the desired table
-    as this node's nft prints it (loaded in a throwaway network namespace)."""
+    as this node's nft prints it (loaded in a throwaway network namespace), or `cached`
+    printed back when the node's nft version and kernel are the ones it was made under."""
     src = "" if desired is None else base64.b64encode(desired.encode()).decode()
-    return sh.render("firewall-probe.sh", NF_RULESET=src).rstrip("\n")
+    c = cached if desired is not None and cached is not None else rendercache.Render("", "", "")
+    return sh.render("firewall-probe.sh", NF_RULESET=src, NF_CACHE_NFT=c.nft,
+                     NF_CACHE_KERNEL=c.kernel, NF_CACHE_RENDER=c.listing).rstrip("\n")
 
 
 def needs(section: dict, ctx: Context) -> Needs:
     s = config(section)
+    desired = ruleset(s) if s.enabled else None
+    cached = ctx.renders.get(desired) if ctx.renders and desired else None
     return Needs(files={RULESET, UNIT, WANTS},
-                 scripts={STATE_LABEL: READ, PROBE: probe(ruleset(s) if s.enabled else None)})
+                 scripts={STATE_LABEL: READ, PROBE: probe(desired, cached)})
 
 
 @dataclass
@@ -257,6 +265,7 @@ class Probe:
     systemd: bool = False
     rendered: str | None = None  # desired state (base64 listing)
     render_error: str = ""
+    cached: bool = False  # `rendered` is the controller's cached render, printed back
 
 
 def parse_probe(output: str) -> Probe:
@@ -269,8 +278,8 @@ def parse_probe(output: str) -> Probe:
                 p.nft_path, _, p.nft_detail = detail.partition(" ")
         elif tag == "SYSTEMD":
             p.systemd = rest.strip() == "yes"
-        elif tag == "RENDER":
-            p.rendered = rest.strip()
+        elif tag in ("RENDER", "RENDER-CACHED"):
+            p.rendered, p.cached = rest.strip(), tag == "RENDER-CACHED"
         elif tag == "RENDER-ERROR":
             p.render_error = base64.b64decode(rest.strip() or b"").decode(errors="replace")
     return p
@@ -333,6 +342,12 @@ def diff(section: dict, facts: Facts, ctx: Context) -> list[Change]:
         return [_skip(TABLE, describe_state(current), "the node's nft refused the ruleset, "
                       f"nothing is applied: {pr.render_error.strip() or 'no error text'}",
                       "nft-refused")]
+    if s.enabled and not rendercache.valid_listing(pr.rendered or ""):
+        # What comes back becomes the table `nft -f` loads: only netfix's own table.
+        return [_skip(TABLE, describe_state(current), "the node's render of the ruleset is "
+                      f"not a listing of {TABLE} alone, nothing is applied", "nft-refused")]
+    if s.enabled and ctx.renders and not pr.cached and pr.rendered:
+        ctx.renders.put(ruleset(s), rendercache.Render(pr.nft_detail, facts.kernel, pr.rendered))
     desired = pr.rendered if s.enabled else ABSENT
     table = Change(SECTION, TABLE, describe_state(current), describe_state(desired), action=OK)
     if current != desired:

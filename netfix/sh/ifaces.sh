@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # The NIC knobs' fact snippet. It runs before the controller knows which interfaces exist,
-# so it reads all links with one `ip -j -d link` and runs ethtool only for interfaces some
+# so it reads all links with one `ip -j -d addr` and runs ethtool only for interfaces some
 # profile block may match (excludes are left to the controller). Records: "== kind args"
 # lines, each followed by its payload lines.
 # Inputs (space-separated word lists, validated names):
@@ -27,18 +27,36 @@ if [ -z "$s" ] && [ -n "${SUDO_USER:-}" ]; then
   done
 fi
 printf '== ssh\n%s\n' "$s"
+# Two ip processes (were five). `ip -j -d addr` prints every field of `ip -j -d link` that
+# netfix reads (all but linkmode and inet6_addr_gen_mode) and the addresses.
+echo '== link'; ip -j -d addr show 2>/dev/null; echo
+# One batch for the routes: the default routes of both families (`table all`: v4 and v6
+# in one command; lines of a table other than main say "table N" and are dropped) and the
+# route to the SSH client. -force: a route get the kernel refuses does not end the batch;
+# a word ip cannot parse would, so only an address goes in, and after the defaults.
+g=""
 if [ -n "$s" ]; then
   # shellcheck disable=SC2086 # SSH_CONNECTION's four words: client port server port
   set -- $s
-  echo '== mgmt'; ip -o route get "$1" 2>/dev/null
+  case "$1" in *[!0-9A-Fa-f.:]*|"") ;; *) g="route get $1" ;; esac
 fi
-echo '== link'; ip -j -d link show 2>/dev/null; echo
-echo '== addr'; ip -j addr show 2>/dev/null; echo
-r=$(ip -o route show default 2>/dev/null; ip -o -6 route show default 2>/dev/null)
-printf '== route\n%s\n' "$r"
+r=$(printf 'route show default table all\n%s\n' "$g" | ip -o -force -b - 2>/dev/null)
+# A line is a default route when its destination (the first word, or the second after a
+# type such as `unreachable`) is "default"; the route get's destination is the address.
+R=""; M=""
+IFS=$NFNL
+for l in $r; do
+  case "$l" in *" table main "*|*" table main") ;; *" table "*) continue ;; esac
+  w=${l%% *}; x=${l#"$w" }
+  case "$w" in default|*[!a-z]*) x=$l ;; esac
+  case "$x" in default|"default "*) R="$R$l$NFNL" ;; *) M="$M$l$NFNL" ;; esac
+done
+unset IFS
+[ -z "$s" ] || printf '== mgmt\n%s' "$M"
+printf '== route\n%s' "$R"
 # The word after each "dev" of the default routes.
 DEF=""; n=0
-for w in $r; do [ $n = 1 ] && DEF="$DEF $w"; n=0; [ "$w" = dev ] && n=1; done
+for w in $R; do [ $n = 1 ] && DEF="$DEF $w"; n=0; [ "$w" = dev ] && n=1; done
 # et SUB IF: `ethtool --json -SUB IF`, or its text form where this ethtool has no JSON for
 # SUB (remembered per SUB in NFJ_SUB, so the fallback costs one try per host).
 et() {

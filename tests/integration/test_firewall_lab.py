@@ -373,3 +373,56 @@ def test_auto_confirm_and_rollback_of_an_unconfirmed_transaction(lab, tmp_path):
     finally:
         if TABLE in tables(lab, "node3"):
             rollback_all(lab, "node3")
+
+
+# ------------------------------------------------------------- the render cache (issue 17)
+
+
+def test_second_plan_skips_the_render_and_plans_the_same(lab, tmp_path, monkeypatch):
+    """Invariant: a plan made from the cached render is the plan a fresh render gives. The
+    first plan of a node renders in a throwaway netns and the controller keeps the result;
+    the second sends it back with its key and the node prints it back (RENDER-CACHED)
+    without an unshare. A changed key (another kernel release in the entry) renders again,
+    and a ruleset this nft refuses is still refused with a cache for another key."""
+    from netfix import engine, rendercache
+    from netfix.inventory import load_inventory
+    from netfix.knobs import firewall
+    from netfix.plan import SKIP
+    from netfix.profile import load_profile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    prof = load_profile(fw_profile(tmp_path, ["10.251.0.12/32"]))
+    host = load_inventory(str(lab.inventory)).select("node1")[0]
+    first, f1 = engine.diff_host(host, prof)
+    assert "\nRENDER " in "\n" + f1.scripts[firewall.PROBE], f1.scripts[firewall.PROBE]
+    entries = list((tmp_path / "cache" / "netfix" / "renders").iterdir())
+    assert len(entries) == 1
+    second, f2 = engine.diff_host(host, prof)
+    assert "RENDER-CACHED " in f2.scripts[firewall.PROBE]
+    assert second.changes == first.changes and second.fingerprint == first.fingerprint
+    # and through the CLI, in another process, from the same cache: the same plan
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cli = json.loads(lab.netfix("plan", "--json", "--profile", prof.path, "--limit", "node1",
+                                check_rc=None, env=env).stdout)
+    assert by_target(cli, "node1")[TABLE]["desired"] == by_target(
+        json.loads(lab.netfix("plan", "--json", "--profile", prof.path, "--limit", "node1",
+                              check_rc=None, env={"NETFIX_RENDER_CACHE": "off"}).stdout),
+        "node1")[TABLE]["desired"]
+
+    # another kernel in the entry: the node renders again and the entry is replaced
+    data = json.loads(entries[0].read_text())
+    entries[0].write_text(json.dumps({**data, "kernel": "0.0.0-not-this-one"}))
+    third, f3 = engine.diff_host(host, prof)
+    assert "\nRENDER " in "\n" + f3.scripts[firewall.PROBE] and third.changes == first.changes
+    assert json.loads(entries[0].read_text())["kernel"] == data["kernel"]
+
+    # a rule this nft refuses: refused in every plan, the cached render of another ruleset
+    # notwithstanding (errors are never stored)
+    monkeypatch.setattr(firewall, "ruleset", lambda s, _r=firewall.ruleset: _r(s).replace(
+        "fib daddr type != local", "fib daddr type != nonsense"))
+    for _ in range(2):
+        hp, _f = engine.diff_host(host, prof)
+        table = next(c for c in hp.changes if c.target == TABLE)
+        assert table.action == SKIP and "refused the ruleset" in " ".join(table.notes)
+    assert len(list((tmp_path / "cache" / "netfix" / "renders").iterdir())) == 1
+    assert rendercache.valid_listing(json.loads(entries[0].read_text())["listing"])

@@ -217,7 +217,7 @@ NODE_PROCESSES = {"sh": 1, "grep": 1, "ip": 1}
 def test_node_script_process_count_in_a_network_namespace(tmp_path):
     import re
 
-    from tests.unit.execs import run_counted
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
 
     p, ran = run_counted(["sh", "-s"], tmp_path / "trace", netns=True,
                          input=drun.build_script(detectors(), 0))

@@ -252,7 +252,7 @@ def _journal_dir(tmp_path: Path, n: int) -> Path:
 def test_journal_listing_costs_the_same_processes_however_long_the_history(tmp_path):
     """One stat, one cat and one base64 for any number of records (a base64 per
     transaction made drift and history slower with every apply and rollback)."""
-    from tests.unit.execs import run_counted
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
 
     txd = _journal_dir(tmp_path, 25)
     r, ran = run_counted(["sh", "-c", journal.journal_script(str(txd.parent))],

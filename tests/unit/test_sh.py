@@ -247,9 +247,10 @@ def test_plan_fact_script_processes(tmp_path):
     of a node's CPU cost (with 100 lab nodes on a 2-CPU controller, wall time). (13
     before 2026-12-01: a base64 per snippet, both appliers' --version and seds; and a loop
     of reads over /proc per writer.)"""
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
+
     from netfix import engine
     from netfix.profile import load_profile
-    from tests.unit.execs import run_counted
 
     p, ran = run_counted(["sh", "-s"], tmp_path / "trace", netns=True,
                          input=build_script(engine.needs_for(load_profile("public-vds"))))
@@ -259,3 +260,42 @@ def test_plan_fact_script_processes(tmp_path):
     want = {"sh": 1, "grep": 2, "stat": 1, "cat": 1, "base64": 1,
             "sysctl": int("PROCPS_VERSION" in boot), "readlink": 2 * boot.count("\nLINK ")}
     assert ran == {k: n for k, n in want.items() if n}, ran
+
+
+def test_ifaces_snippet_processes_and_facts(tmp_path):
+    """ifaces.sh in a network namespace with a multipath IPv4 default route (two veths), an
+    IPv6 default, and a default in another table: two `ip` processes (were five: route get,
+    -j -d link, -j addr and one route show per family), and the facts the knobs read: link
+    kinds and integer attributes from `ip -j -d addr`, the addresses, every device of the
+    multipath route but not the other table's, the SSH session's interface."""
+    from execs import run_counted  # tests/unit/execs.py: pytest puts tests/unit on sys.path
+
+    if shutil.which("ip") is None or not Path("/run").is_dir():
+        pytest.skip("needs iproute2")
+    ns = f"nfcache-if-{Path(tmp_path).name[-12:]}"
+    setup = ["link add va type veth peer name vb", "link add vc type veth peer name vd",
+             *(f"link set {i} up" for i in ("lo", "va", "vb", "vc", "vd")),
+             "addr add 10.9.0.1/24 dev va", "addr add 10.9.1.1/24 dev vc",
+             "-6 addr add fd09::1/64 dev va nodad",
+             "route add default nexthop via 10.9.0.2 dev va nexthop via 10.9.1.2 dev vc",
+             "route add default via 10.9.0.3 dev vb onlink table 100",
+             "-6 route add default via fd09::2 dev va"]
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode:
+        pytest.skip("needs root (ip netns add)")
+    try:
+        for cmd in setup:
+            subprocess.run(["ip", "-n", ns, *cmd.split()], check=True, capture_output=True)
+        snippet = ifaces.needs({"interfaces": [{"match": {"default_route": True},
+                                                "offloads": {"gro": "on"}}]}).scripts["ifaces"]
+        ssh = "SSH_CONNECTION=10.9.1.5 5 10.9.1.1 22"
+        p, ran = run_counted(["ip", "netns", "exec", ns, "env", ssh, "sh", "-c", snippet],
+                             tmp_path / "trace")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    net = ifaces.parse(p.stdout)
+    assert ran.get("ip") == 1 + 2, ran  # `ip netns exec` itself, then the snippet's two
+    assert net.default_devs == ["va", "vc"] and net.mgmt == {"vc"}, p.stdout
+    va = net.links["va"]
+    assert va.kind == "veth" and va.attrs["mtu"] == 1500 and va.attrs["max_mtu"] > 1500
+    assert ("inet", "10.9.0.1") in va.addrs and ("inet6", "fd09::1") in va.addrs
+    assert {link.name for link in net.candidates} == {"va", "vc"}
