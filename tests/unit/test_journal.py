@@ -294,8 +294,9 @@ def _fact_journal(txd: Path, extra: Path | None = None):
 def test_the_fact_script_reads_the_journal_with_the_files_no_process_of_its_own(tmp_path):
     """The journal in the fact script (drift, history, rollback, agent): its 25 records
     ride on the files' one stat, cat and base64, and read as journal.sh's listing does."""
+    from execs import run_counted
+
     from netfix import facts
-    from tests.unit.execs import run_counted
 
     txd = _journal_dir(tmp_path, 25)
     (txd / f"{sorted(txd.glob('*.json'))[3].stem}.status").write_text("rolled-back X\n")

@@ -276,7 +276,7 @@ def test_staging_costs_five_processes_and_a_short_script_runs_nothing(tmp_path):
     (setsid, one sh whose subshell sources the script), print the output (cat), clean up
     (rm): no mktemp, no wc, no cat of an empty stderr. A script missing its last byte
     runs nothing and says how much came."""
-    from tests.unit.execs import run_counted
+    from execs import run_counted
 
     state = tmp_path / "state"
     (state / "run").mkdir(parents=True)
