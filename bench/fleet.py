@@ -68,7 +68,13 @@ COMMANDS = ("plan", "apply", "drift", "rollback", "doctor")
 # rollback each make one connection with two commands (the plan or the journal, then the
 # staged transaction); until 2026-12-01 (second run) apply made two connections and
 # rollback three round trips, and their target row was 2x1, still shown beside.
-FLOOR_OF = {"plan": ["1x1"], "drift": ["1x1"], "doctor": ["1x1"], "apply": ["1x2", "2x1"],
+# `1x1+s`: the same connection and command, but the command is netfix's own node script for
+# that command (`sh -s` fed the very fact script netfix sends, cached render included):
+# what is left between it and netfix is netfix's controller (start-up, building, parsing,
+# diffing, rendering); what lies between it and `1x1` is the nodes' work, which on a
+# fleet runs on the nodes, and here on this machine's CPUs.
+FLOOR_OF = {"plan": ["1x1", "1x1+s"], "drift": ["1x1", "1x1+s"], "doctor": ["1x1"],
+            "apply": ["1x2", "2x1"],
             "rollback": ["1x2", "2x1"],
             # doctor --window W against doctor --window 0 of the same round plus W: a ratio
             # near 1 means W once for the whole fleet, not once per host
@@ -105,8 +111,13 @@ main()
 
 FLOOR = r"""
 import socket, sys, threading, paramiko
-conns, cmds = (int(x) for x in sys.argv[1].split("x"))
-key, known = sys.argv[2], sys.argv[3]
+kind, key, known = sys.argv[1:4]
+targets = sys.argv[4:]
+script = None
+if kind.endswith("+s"):  # the command: `sh -s` fed this script (netfix's node script)
+    with open(targets.pop(0), "rb") as f:
+        script = f.read()
+conns, cmds = (int(x) for x in kind.removesuffix("+s").split("x"))
 host_keys = paramiko.HostKeys(known)  # once: SSHClient.load_host_keys per connection is 3 ms
 errors = []
 def one(spec):
@@ -124,11 +135,14 @@ def one(spec):
                       allow_agent=False, look_for_keys=False, timeout=60, banner_timeout=60,
                       auth_timeout=60)
             for _ in range(cmds):
-                _, out, _ = c.exec_command("true"); out.read(); out.channel.recv_exit_status()
+                i, out, _ = c.exec_command("true" if script is None else "sh -s")
+                if script is not None:
+                    i.write(script); i.channel.shutdown_write()
+                out.read(); out.channel.recv_exit_status()
             c.close()
     except Exception as e:
         errors.append(f"{spec}: {e!r}")
-ts = [threading.Thread(target=one, args=(a,)) for a in sys.argv[4:]]
+ts = [threading.Thread(target=one, args=(a,)) for a in targets]
 [t.start() for t in ts]; [t.join() for t in ts]
 if errors:
     sys.exit("floor failed: " + "; ".join(errors[:5]))
@@ -470,17 +484,22 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
     if ("apply" in commands) != ("rollback" in commands):
         sys.exit("apply and rollback are measured together (each undoes the other)")
     n = len(names)
-    kinds = {k for c in commands for k in FLOOR_OF[c] if k != "w0+W"}
-    floor_argv = {k: [sys.executable, "-c", FLOOR, k, key, known] + [targets[x] for x in names]
-                  for k in sorted(kinds)}
+    floor_argv = {(c, k): [sys.executable, "-c", FLOOR, k, key, known]
+                  + ([str(lab_dir / f"floor-{c}.sh")] if k.endswith("+s") else [])
+                  + [targets[x] for x in names]
+                  for c in commands for k in FLOOR_OF[c] if k != "w0+W"}
     label = profile + ("/pre" if args.baseline else "")
     rows = {(c, k): Row(label, delay_ms, n, c, k) for c in commands for k in FLOOR_OF[c]}
     logs = Logs(lab_dir, names)
-    # Warm-up, untimed: page cache, sshd, and the nodes' first journal entries.
-    for k in floor_argv.values():
-        measure(k)
+    # Warm-up, untimed: page cache, sshd, the nodes' first journal entries, the render
+    # cache; then the node scripts of the `+s` floors, as netfix now sends them.
     for c in commands:
         measure(argv[c], ok[c])
+    for c in ("plan", "drift"):
+        if c in commands:
+            (lab_dir / f"floor-{c}.sh").write_text(node_script(c, prof, names[0], targets))
+    for k in floor_argv.values():
+        measure(k)
     order = [c for c in ("plan", "apply", "drift", "doctor", "doctor-w", "rollback")
              if c in commands]
     for _ in range(args.repeat):
@@ -494,7 +513,7 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
                                          w0.machine))
                     continue
                 logs.mark()
-                row.floor.append(measure(floor_argv[row.floor_kind]))
+                row.floor.append(measure(floor_argv[c, row.floor_kind]))
                 s, k = logs.since()
                 row.floor_sessions |= s
                 row.floor_commands |= k
@@ -508,6 +527,21 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
     for r in out:
         emit(r)
     return out
+
+
+def node_script(command: str, profile: str, name: str, targets: dict[str, str]) -> str:
+    """The fact script netfix sends `name` for plan (drift: with the journal), its firewall
+    render cache included: every lab node has the same nft and kernel, so one node's
+    cached render is what each gets."""
+    from netfix import engine, journal, rendercache
+    from netfix.facts import build_script
+    from netfix.profile import load_profile
+
+    needs = engine.needs_for(load_profile(profile),
+                             rendercache.for_node(f"{name}@{targets[name]}"))  # engine's key
+    if command == "drift":
+        needs.update(journal.needs())
+    return build_script(needs)
 
 
 _doctor: bool | None = None

@@ -783,6 +783,19 @@ def test_agent_sandbox_lets_netfix_apply_and_roll_back(vm):
         vm.sh("systemctl start netfix-agent.service")
 
 
+def test_agent_sandbox_lets_the_firewall_render_its_table(vm):
+    """The firewall's probe renders the desired table in a throwaway network namespace
+    (`unshare -n`) to learn how this node's nft prints it: under the unit's own settings
+    (RestrictNamespaces) that must work, or the agent could never plan a firewall
+    profile ("the node's nft refused the ruleset")."""
+    rc, out = sandboxed(vm, "plan --json --profile public-vds-firewall")
+    assert rc == 0, out
+    (host,) = json.loads(out[out.index("{"):out.rindex("}") + 1])["hosts"]
+    (table,) = [c for c in host["changes"] if c["knob"] == "firewall"
+                and c["target"] == "table inet netfix"]
+    assert table["action"] != "skip" and "refused" not in json.dumps(table), table
+
+
 def test_agent_enforce_sets_a_hand_change_back_within_one_interval(vm):
     """conntrack max changed by hand is back within one interval, recorded as a transaction
     (nothing else on the node sets it back: the agent did): the first round that starts
