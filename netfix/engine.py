@@ -482,7 +482,7 @@ def unguarded(host: Host, hp: HostPlan) -> list[str]:
 def read_journal(host: Host) -> journal.Journal:
     facts = gather(host, Needs(scripts={"journal": journal.journal_script()}))
     found = journal.parse_journal(facts.scripts.get("journal", ""))
-    found.notices = facts.recovered
+    found.notices = facts.recovered + found.notices
     return found
 
 
