@@ -498,7 +498,7 @@ def unguarded(host: Host, hp: HostPlan) -> list[str]:
 def read_journal(host: Host) -> journal.Journal:
     facts = gather(host, journal.needs())
     found = journal.from_facts(facts)
-    found.notices = facts.recovered
+    found.notices = facts.recovered + found.notices
     return found
 
 

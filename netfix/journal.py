@@ -19,6 +19,7 @@ import shlex
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 
 from netfix import sh
 from netfix.errors import NetfixError
@@ -37,6 +38,15 @@ UNCONFIRMED = TxStatus.UNCONFIRMED  # changes in place, automatic revert armed
 REVERTED = TxStatus.REVERTED  # the node reverted it by itself: never confirmed in time
 
 
+class TxKind(StrEnum):
+    """What a journal record is. A revert was recorded as a rollback before netfix told
+    them apart: such a record still reads, as a rollback."""
+
+    APPLY = "apply"
+    ROLLBACK = "rollback"  # `netfix rollback` (or agent uninstall) of `rolls_back`
+    REVERT = "revert"  # the automatic revert of an unconfirmed `rolls_back`
+
+
 @dataclass(kw_only=True)
 class Step(Op):
     """An Op plus the names the operator knows it by."""
@@ -48,7 +58,7 @@ class Step(Op):
 @dataclass
 class Tx:
     id: str
-    kind: str  # "apply" or "rollback"
+    kind: str  # a TxKind (str: a record from a newer netfix may hold another)
     host: str
     profile: str | None
     steps: list[Step]
@@ -84,6 +94,13 @@ def sha(b64: str | None) -> str:
     if b64 is None:
         return "absent"
     return hashlib.sha256(base64.b64decode(b64)).hexdigest()
+
+
+def mark(rtx: Tx) -> str:
+    """The status the rollback or revert `rtx` gives its target once it is applied (the
+    rest of the target's status line is the time)."""
+    undone = REVERTED if rtx.kind == TxKind.REVERT else TxStatus.ROLLED_BACK
+    return f"{undone} {rtx.id}"
 
 
 def _tx(state_dir: str, tx_id: str, body: list[str], **params: object) -> str:
@@ -123,6 +140,9 @@ def _functions(tx: Tx) -> list[str]:
 # Set by fault-injection tests only: the apply script stops after that step, holding the
 # lock, so a test can kill it or power the node off at a known point.
 PAUSE_ENV = "NETFIX_TEST_PAUSE_AFTER_STEP"
+# Likewise: a rollback or revert stops after its own final status, before its target's mark.
+PAUSE_MARKS_ENV = "NETFIX_TEST_PAUSE_BEFORE_MARKS"
+PAUSE = 'echo "$$" > "$TXD/$TX.paused"; sleep 600'
 
 
 def apply_script(tx: Tx, arm: str | None = None, force: bool = False,
@@ -141,15 +161,17 @@ def rollback_script(rtx: Tx, target: Tx, force: bool = False,
     rollback disarms it under the same lock first (or stops with REVERTING when the node
     is already reverting it), so the two can never both run."""
     pre = disarm_script(target.id) if target.state is TxStatus.UNCONFIRMED else None
-    return _transaction(rtx, check=not force, marks={target.id: f"rolled-back {rtx.id}"},
+    return _transaction(rtx, check=not force, marks={target.id: mark(rtx)},
                         pre=pre, rmdirs=target.id, state_dir=state_dir)
 
 
 def revert_script(tx: Tx, rid: str, state_dir: str = STATE_DIR) -> str:
     """The automatic revert armed by `apply --confirm`: the inverse of `tx` as transaction
-    `rid`, unchecked (whatever the steps left is what it undoes), marking `tx` reverted."""
-    return _transaction(inverse(tx, rid), check=False, marks={tx.id: f"{REVERTED} {rid}"},
-                        rmdirs=tx.id, state_dir=state_dir)
+    `rid` (kind revert), unchecked (whatever the steps left is what it undoes), marking
+    `tx` reverted."""
+    rtx = inverse(tx, rid, kind=TxKind.REVERT)
+    return _transaction(rtx, check=False, marks={tx.id: mark(rtx)}, rmdirs=tx.id,
+                        state_dir=state_dir)
 
 
 def _content(b64: str) -> tuple[str, str]:
@@ -242,7 +264,7 @@ def _steps(tx: Tx) -> list[str]:
                 do = f"{func} {q(s.path)} {content}"
             out.append(_literal(f'{{ echo {i} >> "$P" && {do}; }} || fail {i}', do))
             if pause == str(i):
-                out.append('echo "$$" > "$TXD/$TX.paused"; sleep 600')
+                out.append(PAUSE)
         kind = run[0][1].kind
         if kind == "value":
             paths = list(dict.fromkeys(s.path for _, s in run))
@@ -260,13 +282,21 @@ def _transaction(tx: Tx, *, check: bool, state_dir: str, marks: dict[str, str] |
     """The one transaction script the three builders above configure. `marks` sets other
     transactions' status on success; `pre` is sh run under the lock after the check,
     before the journal is written; `rmdirs` names the transaction whose created
-    directories go once every step is made."""
+    directories go once every step is made.
+
+    The marks come after this transaction's own final status, never before: a run cut
+    between the two leaves it applied (complete) and its target unmarked, which readers
+    complete from the record's `rolls_back` (parse_journal), and the next run that takes
+    the lock writes from <id>.marks (tx.sh, begin). The other way round, a cut would leave
+    the target marked undone while this transaction, still `applying`, gets undone by
+    recovery: the target's values back in force under a status that says they are not."""
     q = shlex.quote
     out = _functions(tx) + (_check(tx) if check else [])
     if pre:
         out.append(pre)
     record = q(tx.record().decode())
-    out.append(_literal(f"begin {record}", record))
+    todo = "".join(f"{other} {state}\n" for other, state in (marks or {}).items())
+    out.append(_literal(f"begin {record} {q(todo)}" if todo else f"begin {record}", record))
     out.append(sh.load("tx-undo.sh") + sh.load("tx-fail.sh"))
     out += _steps(tx)
     final = "applied"
@@ -275,9 +305,12 @@ def _transaction(tx: Tx, *, check: bool, state_dir: str, marks: dict[str, str] |
         final = f'"{UNCONFIRMED} $ARMED"'  # arm() says how: "revert in 30s by pid 123"
     if rmdirs:
         out.append(f"rmdirs {q(rmdirs)}")
+    out.append(f'status "$TX" {final}')
+    if marks and os.environ.get(PAUSE_MARKS_ENV):
+        out.append(PAUSE)
     for other, state in (marks or {}).items():
         out.append(f"status {q(other)} {q(state)}")
-    out.append(f'status "$TX" {final}; rm -f "$E" "$E.why"; echo "DONE $TX"')
+    out.append('rm -f "$E" "$E.why" "$M"; echo "DONE $TX"')
     return _tx(state_dir, tx.id, out)
 
 
@@ -294,14 +327,15 @@ def recover_script(tx: Tx, state_dir: str = STATE_DIR) -> str:
     return _tx(state_dir, tx.id, out, NF_NSTEPS=len(tx.steps))
 
 
-def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = None) -> Tx:
-    """The rollback of `tx`: its steps reversed, old and new swapped. With `current`
-    (path -> value found now, for --force) the found value is what gets recorded as old."""
+def inverse(tx: Tx, rollback_id: str, current: dict[str, str | None] | None = None,
+            kind: TxKind = TxKind.ROLLBACK) -> Tx:
+    """The rollback (or revert) of `tx`: its steps reversed, old and new swapped. With
+    `current` (path -> value found now, for --force) the found value is recorded as old."""
     steps = []
     for s in reversed(tx.steps):
         found = current[s.path] if current and s.path in current else s.new
         steps.append(replace(s, old=found, new=s.old))
-    return Tx(rollback_id, "rollback", tx.host, tx.profile, steps, rolls_back=tx.id)
+    return Tx(rollback_id, kind, tx.host, tx.profile, steps, rolls_back=tx.id)
 
 
 def journal_script(state_dir: str = STATE_DIR) -> str:
@@ -392,7 +426,31 @@ def _journal(entries: list[tuple[str, str, bytes]]) -> Journal:
             journal.unreadable.append(Unreadable(tx_id, status, "not a netfix journal "
                                                  f"record: {type(e).__name__} {e}"))
     journal.txs.sort(key=lambda t: (t.time, t.id))
+    complete_marks(journal)
     return journal
+
+
+UNDOES = (TxKind.ROLLBACK, TxKind.REVERT)
+
+
+def complete_marks(journal: Journal) -> None:
+    """A rollback or revert R writes its own final status before its target T's mark
+    (_transaction): cut off between the two, R is applied and T still says applied. R being
+    applied is what undid T, so T reads as R's mark, as it would have been written (the
+    time: R's). The next run that takes the node lock writes it there (tx.sh). R ended any
+    other way (applying, failed-restored, interrupted-restored...) leaves T as it says."""
+    by_id = {t.id: t for t in journal.txs}
+    for r in journal.txs:
+        target = by_id.get(r.rolls_back or "")
+        if (r.kind not in UNDOES or r.state is not TxStatus.APPLIED or target is None
+                or target.state not in (TxStatus.APPLIED, TxStatus.UNCONFIRMED)):
+            continue
+        was = target.status.split()[0]
+        target.status = " ".join([mark(r), *r.status.split()[1:2]])
+        journal.notices.append(
+            f"transaction {target.id} still said {was}, but {r.kind} {r.id} of it had "
+            f"finished (cut off before marking it): read as {target.status}; the next "
+            "netfix run that takes the node lock writes that mark")
 
 
 # --------------------------------------------------------------------------- confirmed apply

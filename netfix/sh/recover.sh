@@ -9,6 +9,6 @@ if [ -f "$P" ]; then
   K=0
   while read -r k; do case "$k" in *[!0-9]*|"") ;; *) K=$k ;; esac; done < "$P"
 fi
-R=0; undo_from "$K"; rmdirs "$TX"; rm -f "$E" "$E.why" "$TXD/$TX.paused"
+R=0; undo_from "$K"; rmdirs "$TX"; rm -f "$E" "$E.why" "$M" "$TXD/$TX.paused"
 if [ "$R" = 0 ]; then status "$TX" interrupted-restored; echo "RECOVERED $TX $K"
 else status "$TX" interrupted-restore-incomplete; echo "RECOVER-INCOMPLETE $TX $K"; fi

@@ -7,6 +7,6 @@ fail() {
   printf 'FAILED\t%s\t%s\n' "$1" "$(cat "$E.why" 2>/dev/null)"
   R=0; undo_from "${2:-$1}" "$1"; "undo_$1" 2>/dev/null
   undo_from $(($1-1)); rmdirs "$TX"
-  if [ "$R" = 0 ]; then status "$TX" failed-restored; rm -f "$E" "$E.why"; exit 13; fi
+  if [ "$R" = 0 ]; then status "$TX" failed-restored; rm -f "$E" "$E.why" "$M"; exit 13; fi
   status "$TX" failed-restore-incomplete; exit 14
 }

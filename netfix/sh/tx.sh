@@ -26,6 +26,9 @@ NL='
 '
 # shellcheck disable=SC2034 # read by the step lines of apply and recovery (not confirm)
 P="$TXD/$TX.progress"
+# A rollback's or revert's marks (what its target's status becomes), from its begin until
+# they are written (see the end of this file).
+M="$TXD/$TX.marks"
 
 # curv PATH: PATH's value into CUR, normalised (nf_norm), with one fork (cat).
 curv() {
@@ -181,15 +184,37 @@ status() {
     { rm -f "$NF_TMP"; return 1; }
 }
 
-# begin RECORD: the journal record (its bytes) and the status "applying" on disk before the
-# first change: the progress file, the record and the status with one sync, then their
-# directory with one. The record is renamed first (a record without status reads
-# "never-started", as before the status was ever written).
+# begin RECORD [MARKS]: the journal record (its bytes) and the status "applying" on disk
+# before the first change: the progress file, the record and the status with one sync, then
+# their directory with one. The record is renamed first (a record without status reads
+# "never-started", as before the status was ever written). MARKS ("ID WORDS" lines: a
+# rollback's or revert's target and its status to be) go to $M in the same sync.
 begin() {
-  { : > "$P"; } 2>/dev/null || { echo "ERROR cannot write $P"; exit 10; }
+  { : > "$P" && { [ -z "${2-}" ] || printf '%s' "$2" > "$M"; }; } 2>/dev/null ||
+    { echo "ERROR cannot write $P"; exit 10; }
   fstage "$TXD/$TX.json" "$1" || { echo "ERROR journal: $(cat "$E.why")"; exit 10; }
   _j=$NF_TMP; _s=""
-  { stw "$TX" applying && _s=$NF_TMP && sync "$P" "$_j" "$_s" && mv -f "$_j" "$TXD/$TX.json" &&
+  { stw "$TX" applying && _s=$NF_TMP && sync "$P" ${2:+"$M"} "$_j" "$_s" && mv -f "$_j" "$TXD/$TX.json" &&
     mv -f "$_s" "$TXD/$TX.status" && sync "$TXD"; } 2>"$E" ||
     { rm -f "$_j" "$_s"; echo "ERROR cannot write the journal in $TXD: $(cat "$E")"; exit 10; }
 }
+
+# Under the lock, before anything else: a rollback or revert cut off after its own final
+# status "applied" and before its marks left <id>.marks; write what it did not get to.
+# One of another end (cut off while applying: recovery undoes it; failed) marks nothing.
+# Builtins only, unless there is such a file.
+for _m in "$TXD"/*.marks; do
+  [ -f "$_m" ] || break
+  _st=""; read -r _st _ < "${_m%.marks}.status" 2>/dev/null
+  case $_st in
+    applying) continue ;;
+    applied)
+      _ok=1
+      while read -r _id _w; do
+        _a=""; _b=""; read -r _a _b _ < "$TXD/$_id.status" 2>/dev/null
+        [ "$_a $_b" = "$_w" ] || status "$_id" "$_w" || _ok=0
+      done < "$_m"
+      [ "$_ok" = 1 ] && rm -f "$_m" ;;
+    *) rm -f "$_m" ;;
+  esac
+done

@@ -291,7 +291,7 @@ def test_confirm_window_reverts_a_change_that_cut_the_controller_off(lab, tmp_pa
         applied = next(t for t in hist if t["id"] == tx)
         assert applied["status"].startswith("reverted-unconfirmed"), applied
         revert = next(t for t in hist if t.get("rolls_back") == tx)
-        assert revert["kind"] == "rollback" and revert["status"].startswith("applied")
+        assert revert["kind"] == "revert" and revert["status"].startswith("applied")
         assert applied["status"].split()[1] == revert["id"]
         assert revert_files(lab, "node1", tx) == [f"{tx}.revert.log"]  # nothing armed left
         assert lab.files("node1", FW_DIRS) == before

@@ -277,21 +277,30 @@ def test_cut_anywhere_leaves_node_untouched_or_fully_applied(lab, big, tmp_path,
 
 def pause_apply(lab, node: str, profile: str, step: int) -> tuple[subprocess.Popen, str]:
     """Apply with the node's run paused after `step` (fault injection), holding the lock."""
-    known = set(tx_status(lab, node))
-    env = {**os.environ, "NETFIX_TEST_PAUSE_AFTER_STEP": str(step)}
-    proc = subprocess.Popen([NETFIX, "apply", "--yes", "--profile", profile, "-i",
-                             str(lab.inventory),
-                             "--limit", node], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return pause_run(lab, node, ["apply", "--yes", "--profile", profile],
+                     {"NETFIX_TEST_PAUSE_AFTER_STEP": str(step)})
+
+
+def pause_run(lab, node: str, args: list[str], env: dict[str, str],
+              known: set[str] | None = None) -> tuple[subprocess.Popen | None, str]:
+    """Run netfix `args` with the fault-injection `env` until a transaction on `node` not
+    in `known` (default: the journal now) pauses, holding the lock. Returns the controller
+    (None for no `args`: wait for a run already under way) and the paused transaction."""
+    known = set(tx_status(lab, node)) if known is None else known
+    proc = None
+    if args:
+        proc = subprocess.Popen([NETFIX, *args, "-i", str(lab.inventory), "--limit", node],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env})
     txd = state_dir(lab, node) / "tx"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         paused = [p for p in txd.glob("*.paused") if p.stem not in known]
         if paused:
             return proc, paused[0].stem
-        assert proc.poll() is None, proc.communicate()
+        assert proc is None or proc.poll() is None, proc.communicate()
         time.sleep(0.01)
-    raise AssertionError("the apply never paused")
+    raise AssertionError(f"netfix {' '.join(args)} never paused")
 
 
 def kill_node_run(node: str) -> None:
@@ -410,9 +419,8 @@ def test_unreachable_after_cut_is_unknown_with_the_tx_id(lab, tmp_path):
 
 
 def test_staged_script_that_arrives_short_runs_nothing(lab):
-    """Invariant: a script whose bytes do not match the sha256 announced on the command
-    line is not run at all (here: its last byte never arrives, as a cut would leave it),
-    and the error says how many bytes of how many came."""
+    """Invariant: a script whose bytes do not match the length and sha256 announced on
+    the command line is not run at all (here: one byte short, as a cut would leave it)."""
     from netfix import transport
     from netfix.inventory import load_inventory
 
@@ -422,18 +430,18 @@ def test_staged_script_that_arrives_short_runs_nothing(lab):
     marker = "/var/lib/netfix/staged-marker"
     script = f"touch {marker}\n"
     argv, data = transport._argv(host, script, True, "/var/lib/netfix")
+    argv[argv.index(str(len(data)))] = str(len(data) + 1)  # announce one byte more
     client = transport._client(host)
     try:
         # Keep all three files: dropping one closes the channel.
         stdin, stdout, stderr = client.exec_command(" ".join(map(_q, argv)))
-        stdin.write(data[:-1])
+        stdin.write(data)
         stdin.channel.shutdown_write()
         said = stdout.read().decode()
         rc = stdout.channel.recv_exit_status()
     finally:
         client.close()
     assert rc == transport.INCOMPLETE and "nothing was run" in said
-    assert f"({len(data) - 1} of {len(data)} bytes)" in said, said
     assert lab.sh("node1", f"[ -e {marker} ] && echo yes || echo no").strip() == "no"
     assert set(run_dir.glob("s.*")) == staged_before
 
@@ -708,4 +716,82 @@ def test_rollback_is_two_round_trips_and_its_own_check_refuses_a_moved_value(lab
     n = connections(lab, node)
     (done,) = engine.rollback(hosts)
     assert done.ok and len(trips) == 2 and connections(lab, node) - n == 1, done
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+
+
+# ------------------------------------------ the two status writes that end a rollback
+
+PAUSE_MARKS = {"NETFIX_TEST_PAUSE_BEFORE_MARKS": "1"}
+
+
+def history_of(lab, node: str) -> tuple[dict[str, dict], str]:
+    p = lab.netfix("history", "--json", "--limit", node)
+    return {t["id"]: t for t in json.loads(p.stdout)[node]}, " ".join(p.stderr.split())
+
+
+def test_rollback_cut_before_its_targets_mark_leaves_it_rolled_back(lab, tmp_path):
+    """Invariant: a rollback R of T whose node run is killed after R's own final status and
+    before T's mark leaves the node with T's old values (files byte-identical), R applied,
+    and history and rollback treating T as rolled back by R; the next run that takes the
+    node lock (confirm) writes T's mark on the node, and nothing is redone."""
+    node = "node2"
+    profile = tmp_path / "small.yaml"
+    profile.write_text(SMALL)
+    before = snapshot(lab, node, SMALL_KEYS)
+    p = lab.netfix("apply", "--yes", "--json", "--profile", str(profile), "--limit", node)
+    tx_id = json.loads(p.stdout)[0]["tx"]
+    assert snapshot(lab, node, SMALL_KEYS) != before
+    proc, rid = pause_run(lab, node, ["rollback", "--yes", "--tx", tx_id], PAUSE_MARKS)
+    proc.kill()
+    proc.communicate()
+    kill_node_run(node)
+    settle(lab, node)
+    assert (tx_status(lab, node)[rid], tx_status(lab, node)[tx_id]) == ("applied", "applied")
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+    hist, said = history_of(lab, node)
+    assert hist[rid]["kind"] == "rollback" and hist[rid]["rolls_back"] == tx_id
+    assert hist[tx_id]["status"].startswith(f"rolled-back {rid} "), hist[tx_id]
+    assert f"transaction {tx_id} still said applied" in said, said
+    again = lab.netfix("rollback", "--yes", "--tx", tx_id, "--limit", node, check_rc=1)
+    assert f"transaction {tx_id} is already rolled-back {rid}" in again.stdout + again.stderr
+    assert tx_status(lab, node)[tx_id] == "applied"  # reading repaired nothing on the node
+
+    lab.netfix("confirm", "--limit", node)  # a run under the lock
+    assert tx_status(lab, node)[tx_id] == "rolled-back"
+    assert not list((state_dir(lab, node) / "tx").glob("*.marks"))
+    hist, said = history_of(lab, node)
+    assert hist[tx_id]["status"].startswith(f"rolled-back {rid} ") and "still said" not in said
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+
+def test_revert_cut_before_its_targets_mark_reads_reverted(lab, tmp_path):
+    """Invariant: the armed revert R of an unconfirmed T, its node run killed after R's own
+    final status and before T's mark, leaves T's old values (files byte-identical); history
+    says T reverted-unconfirmed by R (kind revert), `netfix confirm` reports it reverted
+    (not confirmed, not "reverting") and writes the mark, and nothing is redone."""
+    node = "node2"
+    profile = tmp_path / "small.yaml"
+    profile.write_text(SMALL)
+    before = snapshot(lab, node, SMALL_KEYS)
+    known = set(tx_status(lab, node))  # the revert may start before apply returns
+    p = lab.netfix("apply", "--yes", "--json", "--profile", str(profile), "--limit", node,
+                   "--confirm", "3", env=PAUSE_MARKS)
+    result = json.loads(p.stdout)[0]
+    assert result["status"] == "applied-unconfirmed", result
+    tx_id = result["tx"]
+    _, rid = pause_run(lab, node, [], {}, known | {tx_id})
+    kill_node_run(node)
+    settle(lab, node)
+    assert (tx_status(lab, node)[rid], tx_status(lab, node)[tx_id]) == \
+        ("applied", "applied-unconfirmed")
+    assert snapshot(lab, node, SMALL_KEYS) == before
+
+    hist, _ = history_of(lab, node)
+    assert hist[rid]["kind"] == "revert" and hist[rid]["rolls_back"] == tx_id
+    assert hist[tx_id]["status"].startswith(f"reverted-unconfirmed {rid} "), hist[tx_id]
+    c = lab.netfix("confirm", "--json", "--limit", node, "--tx", tx_id, check_rc=1)
+    assert json.loads(c.stdout)[0]["status"] == "reverted", c.stdout
+    assert tx_status(lab, node)[tx_id] == "reverted-unconfirmed"
     assert snapshot(lab, node, SMALL_KEYS) == before

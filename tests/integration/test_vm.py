@@ -947,3 +947,52 @@ def test_agent_uninstall_leaves_the_files_byte_identical(vm):
     # Nothing left to uninstall: said so, not an error.
     again = vm.netfix("agent", "uninstall")
     assert "not installed" in again.stdout, again.stdout
+
+
+# ------------------------------------------------------------------ txorder: a revert's two
+# status writes across a power cut (journal._transaction writes the revert's own final
+# status before its target's mark; readers complete a missing mark)
+
+
+def test_power_cut_between_a_reverts_own_status_and_its_targets_mark(vm, tmp_path):
+    """Invariant: the node powered off after the armed revert R (run by its systemd timer)
+    wrote its own final status and before T's mark comes back with both on disk as written
+    (R applied, T applied-unconfirmed), the files byte-identical to before T and the values
+    the originals; history reads T as reverted by R (kind revert), and `netfix confirm`
+    reports T reverted (not confirmed) and writes the mark: nothing is redone."""
+    keys = ["net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl"]
+    profile = tmp_path / "revert.yaml"
+    profile.write_text("sysctl:\n  net.ipv4.tcp_fin_timeout: 23\n"
+                       "  net.ipv4.tcp_keepalive_intvl: 29\n")
+    before_files, before_values = files_state(vm), vm.sysctls(keys)
+    known = set(vm.sh("ls /var/lib/netfix/tx/").split())
+    p = subprocess.run([NETFIX, "apply", "--yes", "--json", "--profile", str(profile),
+                        "--confirm", "5", "-i", str(vm.inventory)], capture_output=True,
+                       text=True, env={**os.environ, "NETFIX_TEST_PAUSE_BEFORE_MARKS": "1"})
+    tx_id = json.loads(p.stdout)[0]["tx"]
+    assert tx_id, p.stdout + p.stderr
+    deadline = time.monotonic() + 300
+    paused = ""
+    while not paused and time.monotonic() < deadline:
+        time.sleep(1)
+        paused = " ".join(f for f in vm.sh("ls /var/lib/netfix/tx/").split()
+                          if f.endswith(".paused") and f not in known)
+    assert paused, "the revert never paused"
+    rid = paused.removesuffix(".paused")
+
+    def on_disk() -> tuple[str, str]:
+        out = vm.sh(f"head -qn1 /var/lib/netfix/tx/{rid}.status /var/lib/netfix/tx/{tx_id}.status")
+        return tuple(line.split()[0] for line in out.splitlines())
+
+    assert on_disk() == ("applied", "applied-unconfirmed")
+    assert vm.sysctls(keys) == before_values
+    vm.reboot()  # a power cycle: the paused revert dies with the machine
+    assert on_disk() == ("applied", "applied-unconfirmed")  # both writes were durable
+    assert files_state(vm) == before_files and vm.sysctls(keys) == before_values
+    hist = {t["id"]: t for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]}
+    assert hist[rid]["kind"] == "revert" and hist[rid]["rolls_back"] == tx_id
+    assert hist[tx_id]["status"].startswith(f"reverted-unconfirmed {rid} "), hist[tx_id]
+    c = vm.netfix("confirm", "--json", "--tx", tx_id, check_rc=1)
+    assert json.loads(c.stdout)[0]["status"] == "reverted", c.stdout
+    assert on_disk() == ("applied", "reverted-unconfirmed")
+    assert files_state(vm) == before_files and vm.sysctls(keys) == before_values

@@ -72,11 +72,11 @@ def test_unconfirmed_transaction_reverts_by_itself(tmp_path):
     assert time.monotonic() - start >= 0.9
     assert val.read_text() == "10\n"
     rid = txs(state)[tx.id].status.split()[1]
-    # The revert marks the original reverted just before its own record says applied
-    # (journal._transaction: the marks, then the final status), so wait for that too.
-    assert wait_for(lambda: txs(state)[rid].status.startswith("applied"), 5), txs(state)[rid]
+    # The revert's own final status comes before the original's mark
+    # (journal._transaction), so once the mark is there the revert says applied.
     journal_now = txs(state)
-    assert journal_now[rid].kind == "rollback" and journal_now[rid].rolls_back == tx.id
+    assert journal_now[rid].status.startswith("applied"), journal_now[rid]
+    assert journal_now[rid].kind == "revert" and journal_now[rid].rolls_back == tx.id
     assert wait_for(lambda: revert_files(state, tx) == [f"{tx.id}.revert.log"], 5)
 
 

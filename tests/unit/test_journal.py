@@ -7,11 +7,15 @@ the integration tests run the same script against real sysctls on lab nodes.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from netfix import journal
 from netfix.journal import Step, Tx
+from netfix.status import TxStatus
 
 
 def step(knob: str, target: str, *op) -> Step:
@@ -339,3 +343,75 @@ def test_a_record_gone_between_listing_and_reading_is_an_error(tmp_path):
     del got.files[next(iter(got.journal))]  # listed by the glob, gone before stat and cat
     with pytest.raises(journal.JournalChanged, match="changed while it was read"):
         journal.from_facts(got, str(txd.parent))
+
+
+# ------------------------------------------------------- a rollback's mark on its target
+
+
+def listing(*txs: tuple[Tx | bytes, str]) -> str:
+    """journal.sh's output for these (record, status line) pairs."""
+    raws = [t if isinstance(t, bytes) else t.record() for t, _ in txs]
+    ids = [json.loads(r)["id"] for r in raws]
+    blob = b"".join(raws)
+    return "".join(f"TX {i} {st}\n" for i, (_, st) in zip(ids, txs, strict=True)) + \
+        "".join(f"SIZE {len(r)}\n" for r in raws) + f"BLOB {b64(blob)}\n"
+
+
+def target_and_undo(kind: journal.TxKind) -> tuple[Tx, Tx]:
+    t = Tx("20260101T000000Z-aaaaaa", "apply", "h", "p", [step("sysctl", "k", "value", "/x",
+                                                               "1", "2")], time=1.0)
+    r = journal.inverse(t, "20260101T000100Z-bbbbbb", kind=kind)
+    r.time = 2.0
+    return t, r
+
+
+def test_a_finished_rollback_completes_its_targets_missing_mark():
+    """Invariant: a rollback that is `applied` undid its target, whatever the target's own
+    status file says (the run was cut off between the two status writes)."""
+    t, r = target_and_undo(journal.TxKind.ROLLBACK)
+    found = journal.parse_journal(listing((t, "applied 2026-01-01T00:00:05Z"),
+                                          (r, "applied 2026-01-01T00:01:09Z")))
+    got = {x.id: x for x in found.txs}
+    assert got[t.id].status == f"rolled-back {r.id} 2026-01-01T00:01:09Z"
+    assert got[t.id].state is TxStatus.ROLLED_BACK
+    assert got[r.id].status == "applied 2026-01-01T00:01:09Z"
+    assert len(found.notices) == 1 and t.id in found.notices[0] and r.id in found.notices[0]
+
+
+def test_a_finished_revert_completes_its_target_as_reverted():
+    t, r = target_and_undo(journal.TxKind.REVERT)
+    assert json.loads(r.record())["kind"] == "revert"
+    found = journal.parse_journal(listing(
+        (t, "applied-unconfirmed revert in 30s by pid 7 2026-01-01T00:00:05Z"),
+        (r, "applied 2026-01-01T00:01:09Z")))
+    got = {x.id: x for x in found.txs}
+    assert got[t.id].status == f"reverted-unconfirmed {r.id} 2026-01-01T00:01:09Z"
+    assert got[t.id].state is TxStatus.REVERTED
+
+
+def test_an_old_revert_record_reads_as_a_rollback():
+    """A revert written before the kinds were told apart says kind rollback: it still
+    reads (as a rollback), and a target it already marked keeps its mark."""
+    t, r = target_and_undo(journal.TxKind.ROLLBACK)
+    old = json.loads(r.record())
+    assert old["kind"] == "rollback"
+    raw = json.dumps(old, indent=1, sort_keys=True).encode() + b"\n"
+    marked = f"reverted-unconfirmed {r.id} 2026-01-01T00:01:09Z"
+    found = journal.parse_journal(listing((t, marked), (raw, "applied 2026-01-01T00:01:09Z")))
+    got = {x.id: x for x in found.txs}
+    assert got[r.id].kind == "rollback" and got[r.id].rolls_back == t.id
+    assert got[t.id].status == marked and found.notices == []
+    unmarked = journal.parse_journal(listing((t, "applied-unconfirmed x"), (raw, "applied y")))
+    assert {x.id: x.status for x in unmarked.txs}[t.id] == f"rolled-back {r.id} y"
+
+
+@pytest.mark.parametrize("end", ["applying", "failed-restored", "failed-restore-incomplete",
+                                 "interrupted-restored", "interrupted-restore-incomplete",
+                                 "never-started"])
+def test_a_rollback_that_did_not_finish_marks_nothing(end):
+    """Invariant: only an applied rollback undid its target; one cut off (recovery undoes
+    it) or failed (it undid itself) leaves the target in force, as its status says."""
+    t, r = target_and_undo(journal.TxKind.ROLLBACK)
+    found = journal.parse_journal(listing((t, "applied 2026-01-01T00:00:05Z"), (r, end)))
+    assert {x.id: x.status for x in found.txs}[t.id] == "applied 2026-01-01T00:00:05Z"
+    assert found.notices == []
