@@ -419,8 +419,9 @@ def test_unreachable_after_cut_is_unknown_with_the_tx_id(lab, tmp_path):
 
 
 def test_staged_script_that_arrives_short_runs_nothing(lab):
-    """Invariant: a script whose bytes do not match the length and sha256 announced on
-    the command line is not run at all (here: one byte short, as a cut would leave it)."""
+    """Invariant: a script whose bytes do not match the sha256 announced on the command
+    line is not run at all (here: its last byte never arrives, as a cut would leave it),
+    and the error says how many bytes of how many came."""
     from netfix import transport
     from netfix.inventory import load_inventory
 
@@ -430,18 +431,18 @@ def test_staged_script_that_arrives_short_runs_nothing(lab):
     marker = "/var/lib/netfix/staged-marker"
     script = f"touch {marker}\n"
     argv, data = transport._argv(host, script, True, "/var/lib/netfix")
-    argv[argv.index(str(len(data)))] = str(len(data) + 1)  # announce one byte more
     client = transport._client(host)
     try:
         # Keep all three files: dropping one closes the channel.
         stdin, stdout, stderr = client.exec_command(" ".join(map(_q, argv)))
-        stdin.write(data)
+        stdin.write(data[:-1])
         stdin.channel.shutdown_write()
         said = stdout.read().decode()
         rc = stdout.channel.recv_exit_status()
     finally:
         client.close()
     assert rc == transport.INCOMPLETE and "nothing was run" in said
+    assert f"({len(data) - 1} of {len(data)} bytes)" in said, said
     assert lab.sh("node1", f"[ -e {marker} ] && echo yes || echo no").strip() == "no"
     assert set(run_dir.glob("s.*")) == staged_before
 
