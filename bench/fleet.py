@@ -10,7 +10,8 @@ delay, node count and command it runs, as fresh processes so that start-up count
            with two commands (apply: netfix's plan round trip, then the staged apply
            script over the same connection; rollback: the journal, then its transaction);
            `2x1` two connections one after the other, one command each (shown beside:
-           apply's earlier shape), and so on (CONNSxCMDS)
+           apply's earlier shape), and so on (CONNSxCMDS); `1x1+s` (beside plan and
+           drift) runs netfix's own node script for the command instead of `true`
   netfix   `netfix plan|apply|drift|rollback -i <inventory> --limit <nodes> [--profile P]`,
            `netfix doctor --window 0` (floor 1x1) and `--window W` (floor: that round's
            window-0 run + W: the window is slept once for the fleet, not per host)
