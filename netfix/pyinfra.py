@@ -111,7 +111,7 @@ class BoundTransport:
         return run_on(self.pyhost, shlex.join(argv), data, timeout,
                       str(host.vars.get("_shell_executable") or "sh"))
 
-    def reconnect(self) -> None:
+    def reconnect(self, host: Host) -> None:
         self.pyhost.disconnect()
         try:
             self.pyhost.connect(raise_exceptions=True)

@@ -292,3 +292,15 @@ def test_staging_costs_five_processes_and_a_short_script_runs_nothing(tmp_path):
     assert (state / "out").read_text() == "ran\n"
     assert ran == {"sh": 2, "cat": 2, "sha256sum": 1, "setsid": 1, "rm": 1}, ran
     assert list((state / "run").iterdir()) == []
+
+
+def test_every_transport_takes_the_host_it_reconnects():
+    """Transport.reconnect(host) is called by --confirm's probe for any transport, the one
+    netfix's pyinfra operations bind included (a missed one failed only under --confirm)."""
+    import inspect
+
+    from netfix.pyinfra import BoundTransport
+
+    for cls in (transport.SshTransport, transport.LocalTransport, transport.PyinfraTransport,
+                BoundTransport, Recorder):
+        assert list(inspect.signature(cls.reconnect).parameters) == ["self", "host"], cls
