@@ -98,8 +98,9 @@ COMM = re.compile(r"[A-Za-z0-9._-]{1,15}")  # a process name nf_pids can look fo
 
 
 def build_script(needs: Needs) -> str:
-    """One script (netfix/sh/facts.sh and facts-files.sh around the generated `v`, `f`,
-    `d` and `j` lines), every knob's snippet in it: one round trip per host.
+    """One script (netfix/sh/facts.sh, facts-values.sh after the generated `v` lines,
+    then the `f`, `d` and `j` lines, the /proc scan, the snippets and facts-files.sh):
+    one round trip per host.
 
     Each snippet runs in a command substitution (a fork, no exec: its `set +f` and
     variables stay its own); its byte count is an `ssize` record and its output goes into
@@ -108,6 +109,7 @@ def build_script(needs: Needs) -> str:
     lines = [sh.script("facts.sh", NF_TOOLS=TOOLS).rstrip("\n")]
     for path in sorted({sysctl_path(k) for k in needs.sysctls} | needs.paths):
         lines.append(f"v {q(path)}")
+    lines.append(sh.load("facts-values.sh"))
     for path in sorted(needs.files):
         lines.append(f"f {q(path)}")
     for path in sorted(needs.dirs):

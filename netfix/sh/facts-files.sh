@@ -1,15 +1,9 @@
 # shellcheck shell=sh
-# After the `v`/`f`/`d` lines and the snippets' captures: all values from one grep (dash's
-# `read` reads byte by byte, and procfs sysctls return EOF at offset 1); the files' sizes
-# from one stat, then ONE base64 of the files' bytes followed by the snippets' outputs
-# (their byte counts are in their `ssize` records), split on the controller.
-# V and F are newline-separated path lists, split on newlines only (set -f: no globs);
+# After the `v`/`f`/`d` lines and the snippets' captures: the files' sizes from one stat,
+# then ONE base64 of the files' bytes followed by the snippets' outputs (their byte counts
+# are in their `ssize` records), split on the controller.
+# F is a newline-separated path list, split on newlines only (set -f: no globs);
 # NF_SOUT is the snippets' outputs, concatenated.
-if [ -n "$V" ]; then
-  IFS="$NL"; echo '@@NF	vals	begin	 	'
-  # shellcheck disable=SC2086 # one argument per path in V
-  grep -H '' -- $V 2>/dev/null; echo '@@NF	vals	end	 	'; unset IFS
-fi
 if [ -n "$F" ]; then
   IFS="$NL"
   # shellcheck disable=SC2086 # one argument per path in F

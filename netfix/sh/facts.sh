@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # The fact script (after prelude.sh): the host records, transactions left "applying" and
-# the tools; then the generated `v`/`f`/`d` lines, facts-files.sh and the knobs' snippets.
+# the tools; then the generated `v` lines and facts-values.sh, the `f`/`d`/`j` lines, the
+# knobs' snippets and facts-files.sh.
 # Every record is one line: @@NF<TAB>kind<TAB>name<TAB>state<TAB>payload.
 # Input: NF_TOOLS, the commands whose presence is reported.
 #
@@ -16,7 +17,7 @@ V=""
 NF_SOUT=""
 NF_PROCS=""
 # v PATH: a single-value file: absent, read-only or writable (its value comes from the
-# one grep of facts-files.sh).
+# one grep of facts-values.sh).
 v() {
   if [ -e "$1" ]; then
     if [ -w "$1" ]; then s=rw; else s=ro; fi

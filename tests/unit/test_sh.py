@@ -299,3 +299,37 @@ def test_ifaces_snippet_processes_and_facts(tmp_path):
     assert va.kind == "veth" and va.attrs["mtu"] == 1500 and va.attrs["max_mtu"] > 1500
     assert ("inet", "10.9.0.1") in va.addrs and ("inet6", "fd09::1") in va.addrs
     assert {link.name for link in net.candidates} == {"va", "vc"}
+
+
+def test_a_writer_that_set_a_value_is_in_the_same_facts_proc_scan(tmp_path):
+    """A writer that sets a value just before netfix reads it must be among the processes
+    the same fact script finds (the agent names a conflict's writer from them). The value is
+    a FIFO, so the script's read of the values blocks until the test, having started the
+    writer `nfwriter`, writes it. When the /proc scan came before the values' read, a
+    writer started in between (a kube-proxy restart under TCG) was missed."""
+    import os
+
+    fifo = tmp_path / "value"
+    os.mkfifo(fifo)
+    writer_bin = tmp_path / "nfwriter"
+    writer_bin.write_bytes(Path(shutil.which("sleep")).read_bytes())
+    writer_bin.chmod(0o755)
+    needs = Needs(paths={str(fifo)}, procs={"nfwriter"},
+                  scripts={"pids": 'nf_pids nfwriter; echo "${NF_PIDS# }"'})
+    script = tmp_path / "facts.sh"
+    script.write_text(build_script(needs))
+    node = subprocess.Popen(["sh", str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    writer = None
+    try:
+        with open(fifo, "w") as value:  # opens once the script reads the values
+            writer = subprocess.Popen([str(writer_bin), "30"])
+            value.write("5\n")
+        out, err = node.communicate(timeout=30)
+    finally:
+        node.kill()
+        if writer:
+            writer.kill()
+    facts = parse("h", out)
+    assert facts.value(str(fifo)).value == "5", err
+    assert facts.scripts["pids"] == f"/proc/{writer.pid}", (facts.scripts, err)
