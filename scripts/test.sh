@@ -28,4 +28,5 @@ PATH="$PWD/.venv/bin:$PATH" flock /run/netfix-lab-tests.lock \
 # The VM lab node's tests too: builds a Debian image once (cached in /var/cache/netfix-vm,
 # about 2 min) and boots it under QEMU (TCG where KVM does not work: ~40 s a boot).
 export NETFIX_VM_TESTS=1
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+# The 25 slowest tests in the log: what to look at when a cold run nears 45 min.
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@" tests
