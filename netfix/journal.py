@@ -223,7 +223,7 @@ def _check(tx: Tx) -> list[str]:
     hashed = list(dict.fromkeys(s.path for s in tx.steps if s.kind == "file"
                                 and not any(c in s.path for c in "\\\n")))
     if hashed:
-        out.append("H=$(sha256sum -- " + " ".join(map(q, hashed)) + " 2>/dev/null)")
+        out.append("H=$(sha256sum -- " + " ".join(map(q, hashed)) + " 2>/dev/null); HR=$H")
     for i, s in enumerate(tx.steps, 1):
         if s.kind == "cmd":  # one fork (the subshell), normalised by builtins
             out.append(f'x=$(read_{i} 2>/dev/null); nf_norm "$x"; '

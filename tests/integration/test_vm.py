@@ -665,8 +665,19 @@ SNAPSHOT = (
     "-o -path /var/cache \\) -prune -o -printf '%y %m %u %g %p %l\\n' | sort > /root/.snap; "
     "find /etc /opt /usr/local /var/lib -xdev \\( -path /var/lib/netfix -o -path "
     "/var/lib/systemd \\) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
-    ">> /root/.snap; sha256sum < /root/.snap; rm -f /root/.snap"
+    ">> /root/.snap; sha256sum < /root/.snap; mv /root/.snap /var/tmp/netfix-snap.$1"
 )
+
+
+def snapshot(vm, label: str) -> str:
+    """The hash of SNAPSHOT's listing; the listing stays in /var/tmp (outside it) so that a
+    mismatch can say which files differ."""
+    return vm.sh(f"sh -c {shlex.quote(SNAPSHOT)} - {label}").split()[0]
+
+
+def snapshot_diff(vm, a: str, b: str) -> str:
+    return vm.sh(f"diff /var/tmp/netfix-snap.{a} /var/tmp/netfix-snap.{b} | head -40",
+                 check=False)
 AGENT: dict = {}
 CT_CONF = "/etc/sysctl.d/90-netfix-conntrack.conf"
 
@@ -711,7 +722,7 @@ def test_agent_install_from_the_controller(vm):
     (applied,) = json.loads(vm.netfix("apply", "--yes", "--json", "--profile",
                                       AGENT_PROFILE).stdout)
     AGENT["apply"] = applied["tx"]
-    AGENT["before"] = vm.sh(SNAPSHOT).split()[0]
+    AGENT["before"] = snapshot(vm, "before")
     t0 = time.monotonic()
     p = vm.netfix("agent", "install", "--profile", AGENT_PROFILE, "--mode", "enforce",
                   "--interval", str(AGENT_INTERVAL), "--json")
@@ -939,8 +950,8 @@ def test_agent_uninstall_leaves_the_files_byte_identical(vm):
     assert vm.sh("systemctl is-enabled netfix-agent.service", check=False).strip() in (
         "", "not-found")
     assert vm.sh("ls -d /opt/netfix /etc/netfix/agent 2>&1 || true").count("No such") == 2
-    after = vm.sh(SNAPSHOT).split()[0]
-    assert after == AGENT["before"]
+    after = snapshot(vm, "after")
+    assert after == AGENT["before"], snapshot_diff(vm, "before", "after")
     (tx,) = [t for t in json.loads(vm.netfix("history", "--json").stdout)["vm1"]
              if t["id"] == AGENT["tx"]]
     assert tx["status"].startswith("rolled-back"), tx

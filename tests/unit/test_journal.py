@@ -415,3 +415,39 @@ def test_a_rollback_that_did_not_finish_marks_nothing(end):
     found = journal.parse_journal(listing((t, "applied 2026-01-01T00:00:05Z"), (r, end)))
     assert {x.id: x.status for x in found.txs}[t.id] == "applied 2026-01-01T00:00:05Z"
     assert found.notices == []
+
+
+def test_rollback_check_of_many_files_names_exactly_the_changed_ones(tmp_path):
+    """The check reads every file's hash from one sha256sum and walks its lines in step
+    order (fh): with files changed by hand, one removed and one replaced by a symlink in
+    between, each STALE line names its own file and its own hash, and nothing is restored."""
+    import hashlib
+
+    state = tmp_path / "state"
+    files = [tmp_path / "etc" / f"f{i:02}.conf" for i in range(40)]
+    files[0].parent.mkdir()
+    for i, f in enumerate(files):
+        f.write_bytes(f"old {i}\n".encode())
+    tx = Tx(journal.new_id(), "apply", "h", "p", [
+        step("x", str(f), "file", str(f), b64(f.read_bytes()), b64(f"new {i}\n".encode()))
+        for i, f in enumerate(files)])
+    assert run(journal.apply_script(tx, state_dir=str(state))).returncode == journal.OK
+    (applied,) = journal.parse_journal(run(journal.journal_script(str(state))).stdout).txs
+    files[3].write_bytes(b"by hand\n")
+    files[17].write_bytes(b"by hand too\n")
+    files[25].unlink()
+    other = tmp_path / "elsewhere"
+    other.write_bytes(b"linked\n")
+    files[30].unlink()
+    files[30].symlink_to(other)
+    before = {f: f.read_bytes() for f in files if f.exists()}
+    back = journal.inverse(applied, journal.new_id())
+    r = run(journal.rollback_script(back, applied, state_dir=str(state)))
+    assert r.returncode == journal.STALE, r.stdout + r.stderr
+    stale = sorted(line.split("\t")[1:] for line in r.stdout.splitlines()
+                   if line.startswith("STALE\t"))
+    h = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    assert stale == sorted([[str(files[3]), h(b"by hand\n")],
+                            [str(files[17]), h(b"by hand too\n")],
+                            [str(files[25]), "absent"], [str(files[30]), h(b"linked\n")]])
+    assert {f: f.read_bytes() for f in files if f.exists()} == before
