@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import csv
 import fcntl
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -73,10 +75,14 @@ COMMANDS = ("plan", "apply", "drift", "rollback", "doctor")
 # that command (`sh -s` fed the very fact script netfix sends, cached render included):
 # what is left between it and netfix is netfix's controller (start-up, building, parsing,
 # diffing, rendering); what lies between it and `1x1` is the nodes' work, which on a
-# fleet runs on the nodes, and here on this machine's CPUs.
+# fleet runs on the nodes, and here on this machine's CPUs. apply's and rollback's `1x2+s`:
+# their two commands as netfix sends them, built by netfix's own code before the run (the
+# plan's fact script, then the staged transaction; the journal read, then the staged
+# rollback of that transaction); the pair runs back to back, so netfix's apply still
+# starts from the clean node.
 FLOOR_OF = {"plan": ["1x1", "1x1+s"], "drift": ["1x1", "1x1+s"], "doctor": ["1x1"],
-            "apply": ["1x2", "2x1"],
-            "rollback": ["1x2", "2x1"],
+            "apply": ["1x2", "2x1", "1x2+s"],
+            "rollback": ["1x2", "2x1", "1x2+s"],
             # doctor --window W against doctor --window 0 of the same round plus W: a ratio
             # near 1 means W once for the whole fleet, not once per host
             "doctor-w": ["w0+W"]}
@@ -111,13 +117,13 @@ main()
 """
 
 FLOOR = r"""
-import socket, sys, threading, paramiko
+import json, socket, sys, threading, paramiko
 kind, key, known = sys.argv[1:4]
 targets = sys.argv[4:]
-script = None
-if kind.endswith("+s"):  # the command: `sh -s` fed this script (netfix's node script)
-    with open(targets.pop(0), "rb") as f:
-        script = f.read()
+own = None
+if kind.endswith("+s"):  # netfix's own commands: {target or "*": [[command, stdin file]]}
+    with open(targets.pop(0)) as f:
+        own = {t: [(c, open(p, "rb").read()) for c, p in cmds] for t, cmds in json.load(f).items()}
 conns, cmds = (int(x) for x in kind.removesuffix("+s").split("x"))
 host_keys = paramiko.HostKeys(known)  # once: SSHClient.load_host_keys per connection is 3 ms
 errors = []
@@ -135,11 +141,14 @@ def one(spec):
             c.connect(addr, port=int(port), username="root", key_filename=key, sock=s,
                       allow_agent=False, look_for_keys=False, timeout=60, banner_timeout=60,
                       auth_timeout=60)
-            for _ in range(cmds):
-                i, out, _ = c.exec_command("true" if script is None else "sh -s")
-                if script is not None:
-                    i.write(script); i.channel.shutdown_write()
-                out.read(); out.channel.recv_exit_status()
+            for j in range(cmds):
+                cmd, data = ("true", None) if own is None else (own.get(spec) or own["*"])[j]
+                i, out, _ = c.exec_command(cmd)
+                if data is not None:
+                    i.write(data); i.channel.shutdown_write()
+                text = out.read()
+                if (rc := out.channel.recv_exit_status()) != 0:
+                    errors.append(f"{spec}: {cmd[:40]} exit {rc}: {text[-300:]!r}")
             c.close()
     except Exception as e:
         errors.append(f"{spec}: {e!r}")
@@ -486,7 +495,7 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
         sys.exit("apply and rollback are measured together (each undoes the other)")
     n = len(names)
     floor_argv = {(c, k): [sys.executable, "-c", FLOOR, k, key, known]
-                  + ([str(lab_dir / f"floor-{c}.sh")] if k.endswith("+s") else [])
+                  + ([str(lab_dir / f"floor-{c}.json")] if k.endswith("+s") else [])
                   + [targets[x] for x in names]
                   for c in commands for k in FLOOR_OF[c] if k != "w0+W"}
     label = profile + ("/pre" if args.baseline else "")
@@ -499,8 +508,10 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
     for c in ("plan", "drift"):
         if c in commands:
             (lab_dir / f"floor-{c}.sh").write_text(node_script(c, prof, names[0], targets))
-    for k in floor_argv.values():
-        measure(k)
+            manifest(lab_dir / f"floor-{c}.json", {"*": [("sh -s", lab_dir / f"floor-{c}.sh")]})
+    for (c, k), a in floor_argv.items():
+        if (c, k) not in TX_FLOORS:  # those change the nodes: built anew for each run
+            measure(a)
     order = [c for c in ("plan", "apply", "drift", "doctor", "doctor-w", "rollback")
              if c in commands]
     for _ in range(args.repeat):
@@ -513,11 +524,13 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
                     row.floor.append(Run(w0.wall + args.doctor_window, w0.cpu, w0.rss_mb,
                                          w0.machine))
                     continue
-                logs.mark()
-                row.floor.append(measure(floor_argv[c, row.floor_kind]))
-                s, k = logs.since()
-                row.floor_sessions |= s
-                row.floor_commands |= k
+                if (c, row.floor_kind) in TX_FLOORS:
+                    if c == "apply":  # the pair, apply then its rollback (see FLOOR_OF)
+                        tx_manifests(lab_dir, inv, limit, prof, targets)
+                        for cc in ("apply", "rollback"):
+                            floor_run(rows[cc, "1x2+s"], floor_argv[cc, "1x2+s"], logs)
+                    continue
+                floor_run(row, floor_argv[c, row.floor_kind], logs)
             run = measure(argv[c], ok[c])
             s, k = logs.since()
             for row in mine:
@@ -528,6 +541,67 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
     for r in out:
         emit(r)
     return out
+
+
+TX_FLOORS = {("apply", "1x2+s"), ("rollback", "1x2+s")}
+
+
+def floor_run(row: Row, argv: list[str], logs: Logs) -> None:
+    logs.mark()
+    row.floor.append(measure(argv))
+    s, k = logs.since()
+    row.floor_sessions |= s
+    row.floor_commands |= k
+
+
+def manifest(path: Path, commands: dict[str, list[tuple[str, Path]]]) -> None:
+    path.write_text(json.dumps({t: [[c, str(p)] for c, p in cmds]
+                                for t, cmds in commands.items()}))
+
+
+def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
+                 targets: dict[str, str]) -> None:
+    """floor-apply.json and floor-rollback.json: per node, the commands netfix's apply and
+    rollback would send it now, built by netfix's own code (a plan, then the transaction
+    engine.apply builds from it; its rollback as engine.rollback_host builds it), with new
+    transaction ids. Untimed: the floors' nodes must not pay for netfix's controller."""
+    from dataclasses import asdict
+
+    from netfix import engine, journal, rendercache, transport
+    from netfix.facts import build_script
+    from netfix.inventory import load_inventory
+    from netfix.journal import Step, Tx
+    from netfix.profile import load_profile
+
+    hosts = load_inventory(str(inv)).select(limit)
+    plan = engine.make_plan(hosts, profile)
+    work = lab_dir / "floor-tx"
+    work.mkdir(exist_ok=True)
+    reader = work / "journal.sh"
+    reader.write_text(build_script(journal.needs()))
+    apply_cmds, rollback_cmds = {}, {}
+    for host, hp in zip(hosts, plan.hosts, strict=True):
+        if hp.error or not hp.pending:
+            sys.exit(f"floor 1x2+s: {host.name} has nothing to apply: {hp.error or 'in sync'}")
+        steps = [Step(**asdict(op), knob=c.knob, target=c.target)
+                 for c in hp.pending for op in c.ops]
+        tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
+                fingerprint=hp.fingerprint)
+        tx.status = "applied"
+        undo = journal.inverse(tx, journal.new_id(), current={s.path: s.new for s in steps})
+        facts = work / f"{host.name}.facts"
+        facts.write_text(build_script(engine.needs_for(  # as engine.diff_host builds it
+            load_profile(profile), rendercache.for_node(f"{host.name}@{engine.address(host)}"))))
+        cmds = []
+        for name, script in (("apply", journal.apply_script(tx)),
+                             ("rollback", journal.rollback_script(undo, tx))):
+            argv, data = transport._argv(host, script, True, journal.STATE_DIR)
+            (work / f"{host.name}.{name}").write_bytes(data)
+            cmds.append((shlex.join(argv), work / f"{host.name}.{name}"))
+        apply_cmds[targets[host.name]] = [("sh -s", facts), cmds[0]]
+        rollback_cmds[targets[host.name]] = [("sh -s", reader), cmds[1]]
+    manifest(lab_dir / "floor-apply.json", apply_cmds)
+    manifest(lab_dir / "floor-rollback.json", rollback_cmds)
 
 
 def node_script(command: str, profile: str, name: str, targets: dict[str, str]) -> str:

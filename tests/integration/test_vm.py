@@ -862,9 +862,11 @@ def test_agent_plans_on_a_driver_rebind_without_waiting_for_the_timer(vm):
         time.sleep(0.5)
     assert plans, agent_events(vm, t0, "plan")
     TIMINGS["agent_link_event_to_plan_seconds"] = round(plans[0]["ts"] - t0, 2)
-    # reason `link`: the link event woke this round, not the timer. It is logged when the
-    # plan is done: the rebind, udev and a plan under software emulation take seconds.
-    assert plans[0]["ts"] - t0 < 2 * AGENT_INTERVAL, plans[0]
+    TIMINGS["agent_link_event_to_plan_start_seconds"] = round(plans[0]["started"] - t0, 2)
+    # reason `link`: the link event woke this round, not the timer. Measured to the plan's
+    # start, not to its log line: a plan's own seconds under software emulation vary with
+    # the machine's load (once logged 13.5 s after the rebind).
+    assert plans[0]["started"] - t0 < 2 * AGENT_INTERVAL, plans[0]
     deadline = time.monotonic() + AGENT_INTERVAL + 10
     while time.monotonic() < deadline and \
             vm.sh(f"cat /sys/class/net/{virtio}/tx_queue_len").strip() != "2500":
