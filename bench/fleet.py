@@ -11,7 +11,9 @@ delay, node count and command it runs, as fresh processes so that start-up count
            script over the same connection; rollback: the journal, then its transaction);
            `2x1` two connections one after the other, one command each (shown beside:
            apply's earlier shape), and so on (CONNSxCMDS); `1x1+s` (beside plan and
-           drift) runs netfix's own node script for the command instead of `true`
+           drift) runs netfix's own node script for the command instead of `true`, and
+           `1x2+s` (beside apply and rollback) netfix's own two commands, the transaction
+           included, built beforehand by netfix's code for each node
   netfix   `netfix plan|apply|drift|rollback -i <inventory> --limit <nodes> [--profile P]`,
            `netfix doctor --window 0` (floor 1x1) and `--window W` (floor: that round's
            window-0 run + W: the window is slept once for the fleet, not per host)
@@ -615,7 +617,7 @@ def node_script(command: str, profile: str, name: str, targets: dict[str, str]) 
     needs = engine.needs_for(load_profile(profile),
                              rendercache.for_node(f"{name}@{targets[name]}"))  # engine's key
     if command == "drift":
-        needs.update(journal.needs())
+        needs.update(journal.needs(in_force=True))  # as drift.check_host
     return build_script(needs)
 
 

@@ -135,7 +135,8 @@ def planner(host: Host, profile_name: str) -> Planner:
     """Plan, journal and conntrack fill in one local round trip; drift classified as
     `netfix drift` does."""
     profile = engine.Profiles().get(profile_name)  # a bad profile fails at start
-    extra = Needs(sysctls={COUNT, MAX}, journals=journal.needs().journals)
+    extra = Needs(sysctls={COUNT, MAX})
+    extra.update(journal.needs(in_force=True))  # what drift.classify reads, as drift does
 
     def plan() -> Snapshot:
         hp, facts = engine.diff_host(host, profile, extra)

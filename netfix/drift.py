@@ -312,7 +312,7 @@ def check_host(host: Host, profile: Profile) -> HostDrift:
     start = time.time()
     try:
         hp, facts = engine.diff_host(
-            host, profile, extra=journal.needs())
+            host, profile, extra=journal.needs(in_force=True))
         started = {w.NAME: t for w in writers.modules()
                    if hasattr(w, "started") and (t := w.started(facts)) is not None}
         hd = classify(hp, journal.from_facts(facts),

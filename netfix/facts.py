@@ -31,6 +31,9 @@ class Needs:
     # netfix's journal dirs (<state>/tx): each transaction's status line and record, the
     # records read with the files (no stat, cat and base64 of their own)
     journals: set[str] = field(default_factory=set)
+    # the same for drift (facts.sh J): the records of transactions that may still be in
+    # force only; those undone, and the rollbacks that undid them, by status alone
+    journals_in_force: set[str] = field(default_factory=set)
 
     def update(self, other: Needs) -> None:
         self.sysctls |= other.sysctls
@@ -40,6 +43,7 @@ class Needs:
         self.scripts.update(other.scripts)
         self.procs |= other.procs
         self.journals |= other.journals
+        self.journals_in_force |= other.journals_in_force
 
 
 @dataclass
@@ -79,6 +83,9 @@ class Facts:
     # Needs.journals: record path -> its status line, in the order of the dir's glob (the
     # records' bytes are in `files`)
     journal: dict[str, str] = field(default_factory=dict)
+    # Needs.journals_in_force: record path -> status line of the transactions listed
+    # without their record (undone, or the rollback that undid one)
+    journal_undone: dict[str, str] = field(default_factory=dict)
 
     def sysctl(self, key: str) -> Value:
         return self.values.get(sysctl_path(key), Value(False, False, None))
@@ -116,6 +123,8 @@ def build_script(needs: Needs) -> str:
         lines.append(f"d {q(path)}")
     for path in sorted(needs.journals):
         lines.append(f"j {q(path)}")
+    for path in sorted(needs.journals_in_force - needs.journals):
+        lines.append(f"J {q(path)}")
     if needs.procs:
         if bad := sorted(n for n in needs.procs if not COMM.fullmatch(n)):
             raise ValueError(f"not a process name nf_pids can look for: {bad!r}")
@@ -164,6 +173,8 @@ def parse(host: str, output: str) -> Facts:
             facts.dirs.setdefault(name, {})
         elif kind == "tx":
             facts.journal[name] = payload
+        elif kind == "tx-undone":
+            facts.journal_undone[name] = payload
         elif kind == "pending":
             facts.interrupted[name] = base64.b64decode(payload)
     if sizes or blob:

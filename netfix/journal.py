@@ -364,6 +364,9 @@ class Journal:
     txs: list[Tx]
     unreadable: list[Unreadable] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # what reading it recovered
+    # read with needs(in_force=True): id -> status line of the transactions whose records
+    # were left on the node (undone, or the rollback or revert that undid one)
+    undone: dict[str, str] = field(default_factory=dict)
 
 
 class JournalChanged(NetfixError):
@@ -395,8 +398,12 @@ def parse_journal(output: str) -> Journal:
                                                                            strict=True)])
 
 
-def needs(state_dir: str = STATE_DIR) -> Needs:
-    """What the fact script reads for from_facts: no process of its own (see facts.sh j)."""
+def needs(state_dir: str = STATE_DIR, in_force: bool = False) -> Needs:
+    """What the fact script reads for from_facts: no process of its own (see facts.sh j).
+    `in_force`: only the records of transactions that may still be in force (facts.sh J),
+    all drift needs; the others are in Journal.undone by status alone."""
+    if in_force:
+        return Needs(journals_in_force={f"{state_dir}/tx"})
     return Needs(journals={f"{state_dir}/tx"})
 
 
@@ -411,7 +418,10 @@ def from_facts(facts: Facts, state_dir: str = STATE_DIR) -> Journal:
         if raw is None:  # listed, then gone before stat and cat read it
             raise JournalChanged("the node's journal changed while it was read; run again")
         entries.append((name[:-len(".json")], status, raw))
-    return _journal(entries)
+    found = _journal(entries)
+    found.undone = {path.rpartition("/")[2][:-len(".json")]: status
+                    for path, status in facts.journal_undone.items()}
+    return found
 
 
 def _journal(entries: list[tuple[str, str, bytes]]) -> Journal:

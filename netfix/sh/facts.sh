@@ -63,6 +63,35 @@ j() {
   done
   set -f
 }
+# J DIR: as j, for drift and the agent: only the records of transactions that may still be
+# in force. One undone (rolled back, reverted, restored after a failure or a cut) and the
+# rollback or revert its status names (complete: its mark is written) are listed by
+# status alone (`tx-undone`): every record holds the bytes of the files it wrote, and
+# reading them all made each drift check grow with the node's history.
+J() {
+  set +f
+  _u=" "
+  for x in "$1"/*.status; do
+    [ -f "$x" ] || continue
+    s=""; IFS= read -r s < "$x"
+    _i=${x##*/}; _i=${_i%.status}
+    case $s in
+      rolled-back\ * | reverted-unconfirmed\ *) _r=${s#* }; _u="$_u$_i ${_r%% *} " ;;
+      interrupted-restored | interrupted-restored\ * | failed-restored | failed-restored\ *)
+        _u="$_u$_i " ;;
+    esac
+  done
+  for x in "$1"/*.json; do
+    [ -f "$x" ] || continue
+    s=never-started; [ ! -f "${x%.json}.status" ] || IFS= read -r s < "${x%.json}.status"
+    _i=${x##*/}
+    case $_u in
+      *" ${_i%.json} "*) printf '@@NF\ttx-undone\t%s\t\t%s\n' "$x" "$s" ;;
+      *) printf '@@NF\ttx\t%s\t\t%s\n' "$x" "$s"; F="$F$x$NL" ;;
+    esac
+  done
+  set -f
+}
 read -r x < /proc/sys/kernel/hostname; printf '@@NF\thost\thostname\t\t%s\n' "$x"
 read -r x < /proc/sys/kernel/osrelease; printf '@@NF\thost\tkernel\t\t%s\n' "$x"
 read -r x < /sys/devices/system/cpu/online; printf '@@NF\thost\tcpus\t\t%s\n' "$x"

@@ -15,7 +15,7 @@ import pytest
 
 from netfix import journal
 from netfix.journal import Step, Tx
-from netfix.status import TxStatus
+from netfix.status import INCOMPLETE, TxStatus
 
 
 def step(knob: str, target: str, *op) -> Step:
@@ -451,3 +451,61 @@ def test_rollback_check_of_many_files_names_exactly_the_changed_ones(tmp_path):
                             [str(files[17]), h(b"by hand too\n")],
                             [str(files[25]), "absent"], [str(files[30]), h(b"linked\n")]])
     assert {f: f.read_bytes() for f in files if f.exists()} == before
+
+
+def test_drifts_journal_reads_only_what_may_be_in_force_and_drift_sees_the_same(tmp_path):
+    """journal.needs(in_force=True) (drift, the agent; facts.sh J) leaves the records of
+    undone transactions on the node, and of the rollbacks and reverts whose marks say they
+    undid one; a rollback whose target's mark is missing is still read (the reader
+    completes the mark). What drift classifies from (each transaction in force, the last
+    file bytes netfix wrote, the last apply per target) equals the full journal's."""
+    from netfix import drift, facts
+
+    txd = tmp_path / "state" / "tx"
+    txd.mkdir(parents=True)
+    f = step("sysctl", "/etc/x.conf", "file", "/etc/x.conf", None, b64(b"x=1\n"))
+
+    def put(tx: Tx, status: str) -> Tx:
+        (txd / f"{tx.id}.json").write_bytes(tx.record())
+        (txd / f"{tx.id}.status").write_text(status + "\n")
+        return tx
+
+    def apply(n: int, status: str) -> Tx:
+        return put(Tx(f"20261201T0000{n:02d}Z-{n:06x}", "apply", "h", "p", [f], time=n),
+                   status)
+
+    def undo(n: int, target: Tx, kind=journal.TxKind.ROLLBACK) -> Tx:
+        r = journal.inverse(target, f"20261201T0000{n:02d}Z-{n:06x}", kind=kind)
+        r.time = n
+        return put(r, "applied 2026-12-01T00:00:00Z")
+
+    t1 = apply(1, "applied 2026-12-01T00:00:00Z")
+    t2 = apply(2, "rolled-back 20261201T000003Z-000003 2026-12-01T00:00:00Z")
+    r3 = undo(3, t2)
+    t4 = apply(4, "failed-restored 2026-12-01T00:00:00Z")
+    t5 = apply(5, "applied 2026-12-01T00:00:00Z")  # its rollback was cut before the mark
+    r6 = undo(6, t5)
+    t7 = apply(7, "reverted-unconfirmed 20261201T000008Z-000008 2026-12-01T00:00:00Z")
+    v8 = undo(8, t7, journal.TxKind.REVERT)
+    t9 = apply(9, "applied-unconfirmed 2026-12-01T00:00:00Z")
+    t10 = apply(10, "interrupted-restored 2026-12-01T00:00:00Z")
+
+    def read(in_force: bool) -> journal.Journal:
+        out = subprocess.run(["sh", "-s"], input=facts.build_script(
+            journal.needs(str(txd.parent), in_force=in_force)), capture_output=True,
+            text=True).stdout
+        return journal.from_facts(facts.parse("h", out), str(txd.parent))
+
+    full, lean = read(False), read(True)
+    assert [t.id for t in full.txs] == [t.id for t in (t1, t2, r3, t4, t5, r6, t7, v8, t9, t10)]
+    assert [t.id for t in lean.txs] == [t1.id, t5.id, r6.id, t9.id]
+    assert sorted(lean.undone) == sorted(t.id for t in (t2, r3, t4, t7, v8, t10))
+    assert not full.undone
+    assert {t.id: t.status for t in lean.txs} == {t.id: t.status for t in full.txs
+                                                  if t.id in {x.id for x in lean.txs}}
+    assert lean.txs[1].state is TxStatus.ROLLED_BACK  # t5, completed from r6
+    assert drift.last_written(lean.txs) == drift.last_written(full.txs)
+    assert {k: v.id for k, v in drift.last_applied(lean.txs).items()} == \
+        {k: v.id for k, v in drift.last_applied(full.txs).items()}
+    assert [t.id for t in full.txs if t.state in (TxStatus.UNCONFIRMED, *INCOMPLETE)] == \
+        [t.id for t in lean.txs if t.state in (TxStatus.UNCONFIRMED, *INCOMPLETE)]
