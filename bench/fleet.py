@@ -515,7 +515,7 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
     for c in ("plan", "drift"):
         if c in commands:
             (lab_dir / f"floor-{c}.sh").write_text(
-                in_child(node_script, c, prof, names[0], targets))
+                in_child(node_script, c, prof, limit, inv))
             manifest(lab_dir / f"floor-{c}.json", {"*": [("sh -s", lab_dir / f"floor-{c}.sh")]})
     for (c, k), a in floor_argv.items():
         if (c, k) not in TX_FLOORS:  # those change the nodes: built anew for each run
@@ -580,15 +580,12 @@ def in_child(fn, *args):
 def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
                  targets: dict[str, str]) -> None:
     """floor-apply.json and floor-rollback.json: per node, the commands netfix's apply and
-    rollback would send it now, built by netfix's own code (a plan, then the transaction
-    engine.apply builds from it; its rollback as engine.rollback_host builds it), with new
-    transaction ids. Untimed: the floors' nodes must not pay for netfix's controller."""
-    from dataclasses import asdict
-
-    from netfix import engine, journal, rendercache, transport
+    rollback would send it now, built by netfix's own code (a plan, engine.apply_tx, and
+    rollback's journal read and engine.rollback_tx), with new transaction ids. Untimed: the
+    floors' nodes must not pay for netfix's controller."""
+    from netfix import engine, journal, transport
     from netfix.facts import build_script
     from netfix.inventory import load_inventory
-    from netfix.journal import Step, Tx
     from netfix.profile import load_profile
 
     hosts = load_inventory(str(inv)).select(limit)
@@ -596,20 +593,16 @@ def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
     work = lab_dir / "floor-tx"
     work.mkdir(exist_ok=True)
     reader = work / "journal.sh"
-    reader.write_text(build_script(journal.needs()))
+    reader.write_text(build_script(engine.rollback_reads(None)))
     apply_cmds, rollback_cmds = {}, {}
     for host, hp in zip(hosts, plan.hosts, strict=True):
-        if hp.error or not hp.pending:
+        tx = None if hp.error else engine.apply_tx(hp)
+        if tx is None:
             sys.exit(f"floor 1x2+s: {host.name} has nothing to apply: {hp.error or 'in sync'}")
-        steps = [Step(**asdict(op), knob=c.knob, target=c.target)
-                 for c in hp.pending for op in c.ops]
-        tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
-                fingerprint=hp.fingerprint)
         tx.status = "applied"
-        undo = journal.inverse(tx, journal.new_id(), current={s.path: s.new for s in steps})
+        undo = engine.rollback_tx(tx)
         facts = work / f"{host.name}.facts"
-        facts.write_text(build_script(engine.needs_for(  # as engine.diff_host builds it
-            load_profile(profile), rendercache.for_node(f"{host.name}@{engine.address(host)}"))))
+        facts.write_text(build_script(engine.host_reads(host, load_profile(profile))[0]))
         cmds = []
         for name, script in (("apply", journal.apply_script(tx)),
                              ("rollback", journal.rollback_script(undo, tx))):
@@ -622,18 +615,18 @@ def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
     manifest(lab_dir / "floor-rollback.json", rollback_cmds)
 
 
-def node_script(command: str, profile: str, name: str, targets: dict[str, str]) -> str:
-    """The fact script netfix sends `name` for plan (drift: with the journal), its firewall
-    render cache included: every lab node has the same nft and kernel, so one node's
-    cached render is what each gets."""
-    from netfix import engine, journal, rendercache
+def node_script(command: str, profile: str, limit: str, inv: Path) -> str:
+    """The fact script netfix sends the first node for plan (drift: with the journal), its
+    firewall render cache included: every lab node has the same nft and kernel, so one
+    node's cached render is what each gets."""
+    from netfix import drift, engine
     from netfix.facts import build_script
+    from netfix.inventory import load_inventory
     from netfix.profile import load_profile
 
-    needs = engine.needs_for(load_profile(profile),
-                             rendercache.for_node(f"{name}@{targets[name]}"))  # engine's key
-    if command == "drift":
-        needs.update(journal.needs(in_force=True))  # as drift.check_host
+    host = load_inventory(str(inv)).select(limit)[0]
+    needs, _ = engine.host_reads(host, load_profile(profile),
+                                 drift.READS if command == "drift" else None)
     return build_script(needs)
 
 

@@ -307,12 +307,16 @@ def classify(hp: HostPlan, record: journal.Journal | list[Tx],
     return hd
 
 
+# Beside the profile's facts: the journal records that may be in force, what classify
+# compares the node with.
+READS = journal.needs(in_force=True)
+
+
 def check_host(host: Host, profile: Profile) -> HostDrift:
     """One round trip: facts and journal together, then classify. Never raises."""
     start = time.time()
     try:
-        hp, facts = engine.diff_host(
-            host, profile, extra=journal.needs(in_force=True))
+        hp, facts = engine.diff_host(host, profile, extra=READS)
         started = {w.NAME: t for w in writers.modules()
                    if hasattr(w, "started") and (t := w.started(facts)) is not None}
         hd = classify(hp, journal.from_facts(facts),

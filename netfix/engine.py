@@ -179,16 +179,23 @@ def diff_facts(host: str, profile: Profile, facts: Facts,
 def diff_host(host: Host, profile: Profile, extra: Needs | None = None) -> tuple[HostPlan, Facts]:
     """One round trip: gather what the profile's knobs need (plus `extra`, e.g. the
     journal for drift), then diff. Returns the facts too for callers that read `extra`."""
-    renders = rendercache.for_node(f"{host.name}@{address(host)}")
-    needs = needs_for(profile, renders)
-    if extra:
-        needs.update(extra)
+    needs, renders = host_reads(host, profile, extra)
     facts = gather(host, needs)
     hp = diff_facts(host.name, profile, facts, renders)
     hp.identity = identity(host, facts)
     hp.profile_path, hp.profile_sha256 = profile.path, profile.sha256
     hp.notices = list(facts.recovered) + transport.limitations(host)
     return hp, facts
+
+
+def host_reads(host: Host, profile: Profile,
+               extra: Needs | None = None) -> tuple[Needs, NodeRenders]:
+    """What diff_host's one round trip reads, and the node's firewall render cache."""
+    renders = rendercache.for_node(f"{host.name}@{address(host)}")
+    needs = needs_for(profile, renders)
+    if extra:
+        needs.update(extra)
+    return needs, renders
 
 
 def address(host: Host) -> str:
@@ -392,12 +399,9 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
                 return HostResult(host.name, HostStatus.REFUSED, False, f"{len(errors)} change(s) "
                                   "the plan marks as errors; nothing was changed: fix the "
                                   "profile for this node and plan again", None, errors)
-            steps = [Step(**asdict(op), knob=c.knob, target=c.target)
-                     for c in hp.pending for op in c.ops]
-            if not steps:
+            tx = apply_tx(hp)
+            if tx is None:
                 return HostResult(host.name, HostStatus.NO_CHANGES, True, "already as planned")
-            tx = Tx(journal.new_id(), "apply", host.name, hp.profile, steps,
-                    fingerprint=hp.fingerprint)
             if options.confirm_secs and not transport.transport_for(host).proves_reachability:
                 return HostResult(host.name, HostStatus.REFUSED, False, "--confirm needs proof "
                                   "that the node is still reachable after the change, and "
@@ -411,6 +415,15 @@ def apply(hosts: list[Host], plan: Plan, options: ApplyOptions = ApplyOptions(),
             return HostResult(host.name, HostStatus.ERROR, False, host_error(e))
 
     return rollout(hosts, one, options.serial, options.max_fail, progress)
+
+
+def apply_tx(hp: HostPlan) -> Tx | None:
+    """The transaction that makes `hp`'s pending changes, with a new id; None: none pending."""
+    steps = [Step(**asdict(op), knob=c.knob, target=c.target)
+             for c in hp.pending for op in c.ops]
+    if not steps:
+        return None
+    return Tx(journal.new_id(), "apply", hp.host, hp.profile, steps, fingerprint=hp.fingerprint)
 
 
 def replan_saved(host: Host, saved: HostPlan, profiles: Profiles) -> HostPlan | HostResult:
@@ -495,8 +508,8 @@ def unguarded(host: Host, hp: HostPlan) -> list[str]:
             if DISRUPTIVE in c.flags]
 
 
-def read_journal(host: Host) -> journal.Journal:
-    facts = gather(host, journal.needs())
+def read_journal(host: Host, needs: Needs | None = None) -> journal.Journal:
+    facts = gather(host, needs or journal.needs())
     found = journal.from_facts(facts)
     found.notices = facts.recovered + found.notices
     return found
@@ -557,23 +570,37 @@ def rollback_host(host: Host, tx_id: str | None = None, force: bool = False) -> 
         return _rollback_host(host, tx_id, force)
 
 
+def rollback_reads(tx_id: str | None) -> Needs:
+    """The journal rollback reads. The latest applied transaction is always among the
+    records that may be in force (facts.sh J), and every record holds the bytes of the files
+    it wrote: reading them all made each rollback grow with the node's history. --tx may
+    name a rollback, whose own record J leaves out."""
+    return journal.needs(in_force=tx_id is None)
+
+
+def rollback_tx(target: Tx, current: dict[str, str | None] | None = None) -> Tx:
+    """The transaction that undoes `target`. Only what netfix wrote may be put back: by
+    default the node must still hold what `target` wrote (the last step on a path holds its
+    final value); the rollback's own check, under the node lock, refuses otherwise."""
+    if current is None:
+        current = {s.path: s.new for s in target.steps}
+    return journal.inverse(target, journal.new_id(), current=current)
+
+
 def _rollback_host(host: Host, tx_id: str | None, force: bool) -> HostResult:
     history = None
     try:
-        history = read_journal(host)
+        history = read_journal(host, rollback_reads(tx_id))
         target = _pick(history, tx_id)
-        # Only what netfix wrote may be put back: the last step on a path holds its final
-        # value, and the rollback's own check (under the node lock, no round trip of its
-        # own) refuses when the node no longer holds it. --force records what it finds.
-        current: dict[str, str | None] = {s.path: s.new for s in target.steps}
-        if force:
+        current = None
+        if force:  # what the node holds now, recorded as such
             needs = Needs(paths={s.path for s in target.steps if s.kind == "value"},
                           files={s.path for s in target.steps if s.kind == "file"},
                           scripts={s.path: s.read for s in target.steps
                                    if s.kind == "cmd" and s.read})
             facts = gather(host, needs)
             current = {s.path: _found(facts, s) for s in target.steps}
-        rtx = journal.inverse(target, journal.new_id(), current=current)
+        rtx = rollback_tx(target, current)
         res = run_tx(host, rtx, journal.rollback_script(rtx, target),
                      done=HostStatus.ROLLED_BACK)
         res.message = f"restored transaction {target.id} ({len(rtx.steps)} step(s))" \

@@ -481,6 +481,37 @@ def test_torn_journal_is_reported_never_skipped(lab, tmp_path):
     lab.netfix("rollback", "--yes", "--limit", node)
 
 
+def test_rollback_reads_only_the_records_in_force(lab, tmp_path):
+    """Invariant: rollback without --tx reads only the journal records that may be in
+    force (facts.sh J): a torn record of an undone transaction neither blocks it nor is
+    read, and the node comes back to its state from before the first apply, byte-identical.
+    --tx, which may name any record, reads them all and names the torn one."""
+    node = "node2"
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(SMALL)
+    second.write_text(SMALL.replace("611", "612"))
+    before = snapshot(lab, node, SMALL_KEYS)
+    known = set(tx_status(lab, node))
+    lab.netfix("apply", "--yes", "--profile", str(first), "--limit", node)
+    a, = set(tx_status(lab, node)) - known  # ids sort by second only: not by name
+    lab.netfix("apply", "--yes", "--profile", str(second), "--limit", node)
+    b, = set(tx_status(lab, node)) - known - {a}
+    lab.netfix("rollback", "--yes", "--limit", node)
+    assert tx_status(lab, node)[b] == "rolled-back" and tx_status(lab, node)[a] == "applied"
+    path = state_dir(lab, node) / "tx" / f"{b}.json"
+    good = path.read_bytes()
+    path.write_bytes(good[:len(good) // 2])
+    try:
+        r = lab.netfix("rollback", "--yes", "--limit", node)
+        assert f"restored transaction {a}" in r.stdout, r.stdout
+        assert tx_status(lab, node)[a] == "rolled-back"
+        assert snapshot(lab, node, SMALL_KEYS) == before
+        t = lab.netfix("rollback", "--yes", "--limit", node, "--tx", b, check_rc=1)
+        assert b in t.stdout + t.stderr and "unreadable" in t.stdout + t.stderr, t.stdout
+    finally:
+        path.write_bytes(good)
+
+
 # ------------------------------------------------------------------ saved plans
 
 
