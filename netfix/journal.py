@@ -345,7 +345,8 @@ def journal_script(state_dir: str = STATE_DIR) -> str:
 @dataclass
 class Unreadable:
     """A journal file that does not parse: its changes may be live, and netfix cannot
-    undo them by itself. Reported by history, drift and rollback, never skipped."""
+    undo them by itself. Reported by history, and by drift and rollback unless its status
+    says it was undone (they read only the records that may be in force)."""
 
     id: str
     status: str
