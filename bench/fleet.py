@@ -198,6 +198,12 @@ class Row:
         return self.med(self.runs) / self.med(self.floor)
 
     @property
+    def round_ratios(self) -> list[float]:
+        """Each round's run against the floor run just before it: their spread is the
+        noise a ratio of medians carries."""
+        return [r.wall / f.wall for r, f in zip(self.runs, self.floor, strict=False)]
+
+    @property
     def target(self) -> float | None:
         if self.floor_kind != FLOOR_OF[self.command][0]:
             return None  # a second floor, shown for comparison
@@ -656,19 +662,18 @@ def has_doctor() -> bool:
 def summary(rows: list[Row]) -> list[str]:
     lines = []
     for r in rows:
-        t = r.target
-        if t is not None:
-            verdict = "met" if r.ratio <= t else "NOT met"
-            lines.append(f"{verdict:>7}: {r.command} at {r.nodes} node(s), {r.profile}, "
-                         f"delay {r.delay_ms} ms: {r.ratio:.2f}x the {r.floor_kind} floor "
-                         f"(target {t:.1f}x)")
-        elif r.floor_kind.endswith("+s") and (t := r.issue_target) is not None:
+        t, same_work = r.target, False
+        if t is None and r.floor_kind.endswith("+s") and r.issue_target is not None:
             # the same target against the floor that does netfix's node-side work too:
             # what netfix's own controller adds (see FLOOR_OF)
+            t, same_work = r.issue_target, True
+        if t is not None:
             verdict = "met" if r.ratio <= t else "NOT met"
+            rounds = sorted(r.round_ratios)
             lines.append(f"{verdict:>7}: {r.command} at {r.nodes} node(s), {r.profile}, "
                          f"delay {r.delay_ms} ms: {r.ratio:.2f}x the {r.floor_kind} floor "
-                         f"(same-work floor; target {t:.1f}x)")
+                         f"(rounds {rounds[0]:.2f}-{rounds[-1]:.2f}; "
+                         f"{'same-work floor; ' if same_work else ''}target {t:.1f}x)")
         if r.rss_ok is not None and r.floor_kind == FLOOR_OF[r.command][0]:
             lines.append(f"{'met' if r.rss_ok else 'NOT met':>7}: peak RSS of {r.command} at "
                          f"{r.nodes} nodes, {r.profile}, delay {r.delay_ms} ms: "
