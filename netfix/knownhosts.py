@@ -16,7 +16,7 @@ import hmac
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from netfix.transport import HostUnreachable
@@ -48,6 +48,28 @@ class KnownHosts:
     entries: list[Entry]
     bad: list[str]  # "line N: why", lines that are not known_hosts entries
     text: str = ""
+    # (plain name -> positions in entries, positions of entries with a hashed name): built
+    # on first use, in one assignment, so threads sharing the parsed file see all or none
+    _index: tuple[dict[str, list[int]], list[int]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def for_name(self, name: str) -> list[Entry]:
+        """The entries that name `name`, in file order: one dict lookup, not a scan per
+        connection (O(hosts x lines) for a run over a fleet's file). A hashed name can
+        only be tried, never indexed."""
+        if self._index is None:
+            plain: dict[str, list[int]] = {}
+            hashed: list[int] = []
+            for i, e in enumerate(self.entries):
+                if any(n.startswith("|1|") for n in e.names):
+                    hashed.append(i)
+                for n in set(e.names):
+                    if not n.startswith("|1|"):
+                        plain.setdefault(n, []).append(i)
+            self._index = (plain, hashed)
+        plain, hashed = self._index
+        hits = set(plain.get(name, [])) | {i for i in hashed if self.entries[i].matches(name)}
+        return [self.entries[i] for i in sorted(hits)]
 
     def install(self, client: Any, address: str, port: int) -> None:
         """Give a paramiko SSHClient the keys it can check for this host (markers are
@@ -57,8 +79,8 @@ class KnownHosts:
 
         keys = client.get_host_keys()
         name = host_name(address, port)
-        for e in self.entries:
-            if e.marker or not e.matches(name):
+        for e in self.for_name(name):
+            if e.marker:
                 continue
             try:
                 key = PKey.from_type_string(e.key_type, e.blob)

@@ -380,8 +380,8 @@ class Profile:
     data: dict[str, Any]  # merged and validated; no `extends`, no nulls
     description: str
 
-    @property
-    def path(self) -> str:
+    @functools.cached_property
+    def path(self) -> str:  # once: every host's plan records it, and resolve() is lstats
         return str(Path(self.files[-1]).resolve())
 
     @property

@@ -36,6 +36,7 @@ netfix only asks about keys the node has, so `-` prefixes do not change a value 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -88,9 +89,11 @@ def key_path(key: str) -> str:
     return "/".join(part for part in key.split("/") if part)
 
 
-def parse_lines(content: bytes, file: str) -> list[Line]:
+@functools.lru_cache(maxsize=1024)
+def parse_lines(content: bytes, file: str) -> tuple[Line, ...]:
     """The assignments of one file, in order (both appliers' syntax: `#`/`;` comments,
-    `key = value`, `-key = value`, `-key`); other lines are skipped, as both do."""
+    `key = value`, `-key = value`, `-key`); other lines are skipped, as both do. Cached:
+    a fleet's nodes mostly hold the same files, each parsed per knob on every host."""
     out = []
     for raw in content.decode(errors="replace").splitlines():
         line = raw.strip()
@@ -102,7 +105,7 @@ def parse_lines(content: bytes, file: str) -> list[Line]:
         elif not eq:
             continue  # "Line is not an assignment, ignoring"
         out.append(Line(key_path(key), value.strip() if eq else None, file))
-    return out
+    return tuple(out)
 
 
 def conf_files(applier: Applier, dirs: dict[str, dict[str, DirEntry]],

@@ -20,6 +20,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,8 +195,29 @@ def describe(host: Host) -> str:
     return f"{t.name} ({connector})" if connector else t.name
 
 
-def _client(host: Host):  # -> paramiko.SSHClient
+_import_lock = threading.Lock()
+
+
+def _paramiko():  # -> the paramiko module
+    """paramiko, imported without invoke when this process has not loaded invoke yet.
+    paramiko.config imports invoke only to run ssh_config `Match exec` (and says an
+    ImportError there is fine until such a line is read); netfix never has paramiko read
+    an ssh_config. invoke drags in asyncio and unittest.mock: 45 ms of every run's start,
+    before its first connection."""
+    with _import_lock:
+        if "paramiko" not in sys.modules and "invoke" not in sys.modules:
+            sys.modules["invoke"] = None  # type: ignore[assignment]  # import -> ImportError
+            try:
+                import paramiko  # noqa: F401
+            finally:
+                del sys.modules["invoke"]
     import paramiko
+
+    return paramiko
+
+
+def _client(host: Host):  # -> paramiko.SSHClient
+    paramiko = _paramiko()
 
     from netfix import knownhosts
 
@@ -382,7 +404,7 @@ def _run_ssh(host: Host, command: str, data: bytes, timeout: float) -> Result:
 
 
 def _exec(host: Host, client, command: str, data: bytes, timeout: float) -> Result:
-    import paramiko
+    paramiko = _paramiko()
 
     started = False
     try:

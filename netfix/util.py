@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ def norm(value: str | None) -> str | None:
     return None if value is None else " ".join(value.split())
 
 
+@functools.lru_cache(maxsize=4096)
 def sysctl_path(key: str) -> str:
     """net.ipv4.conf.eth0/100.rp_filter -> /proc/sys/net/ipv4/conf/eth0.100/rp_filter
     (sysctl(8) writes a literal dot in a name as '/')."""

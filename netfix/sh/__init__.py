@@ -42,7 +42,7 @@ def value(v: object) -> str:
         return "1" if v else "0"
     if isinstance(v, list | tuple):
         words = [str(w) for w in v]
-        bad = [w for w in words if not w or any(c.isspace() for c in w)]
+        bad = [w for w in words if w.split() != [w]]  # empty, or with a blank
         if bad:
             raise ValueError(f"list parameter items must be words without blanks: {bad!r}")
         return " ".join(words)

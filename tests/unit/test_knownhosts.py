@@ -270,3 +270,27 @@ def test_a_file_is_parsed_once_per_change(tmp_path, monkeypatch):
     assert knownhosts.add_new(str(path), "10.0.0.2", 22, "ssh-ed25519", blob())
     again = knownhosts.read(str(path))
     assert [e.names for e in again.entries] == [["10.0.0.1"], ["10.0.0.2"]]
+
+
+def test_install_looks_a_host_up_instead_of_scanning_the_file(tmp_path, monkeypatch):
+    """A fleet's file has a line per node and every connection installs one host: a scan
+    per connection made a 100-node run O(hosts x lines). Only hashed names are tried."""
+    import paramiko
+
+    known = tmp_path / "known_hosts"
+    first, second = blob(), blob()
+    known.write_text("".join(line(f"10.1.0.{i}") for i in range(200))
+                     + line(hashed("10.9.9.9"), first) + line("10.9.9.9,alias", second))
+    calls = []
+    real = knownhosts._name_matches
+    monkeypatch.setattr(knownhosts, "_name_matches", lambda p, n: calls.append(p) or real(p, n))
+    got = read(str(known))
+    for i in range(200):
+        client = paramiko.SSHClient()
+        got.install(client, f"10.1.0.{i}", 22)
+        assert list(client.get_host_keys().keys()) == [f"10.1.0.{i}"]
+    assert len(calls) == 200  # the one hashed line, once per host; no plain name compared
+    # Named by a hashed line and by a plain one: both, in file order.
+    assert [e.blob for e in got.for_name("10.9.9.9")] == [first, second]
+    assert [e.blob for e in got.for_name("alias")] == [second]
+    assert got.for_name("10.1.0.200") == []

@@ -78,6 +78,20 @@ def test_the_default_ssh_path_does_not_import_pyinfra():
     assert out.strip() == "[]"
 
 
+def test_paramiko_is_imported_without_invoke_which_stays_importable():
+    """paramiko.config imports invoke only for ssh_config `Match exec`, which netfix never
+    has paramiko read: 45 ms (asyncio, unittest.mock) before every run's first connection."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from netfix import transport; p = transport._paramiko(); "
+            "print('invoke' in sys.modules, p.SSHClient.__name__, p.config.invoke); "
+            "import invoke; print(invoke.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "SSHClient", "None", "invoke"]
+
+
 def test_run_hands_argv_and_the_whole_script_to_the_hosts_transport():
     rec = Recorder()
     h = Host("n1", [], {}, via=rec)
