@@ -471,7 +471,9 @@ def section(profile: str, delay_ms: int, args: argparse.Namespace, lab_dir: Path
                 note = proxy.stop()
                 if note:
                     print(f"# {note} s (the delay proxy, a separate process)", flush=True)
-            lab.lab_down(lab_dir)
+            for p in lab_dir.glob("floor-*"):  # the +s floors' manifests and scripts
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            lab.lab_down(lab_dir)  # then the lab dir itself goes too
             shutil.rmtree(work, ignore_errors=True)
             print(f"# section done in {time.monotonic() - t0:.0f} s; lab down, lock released",
                   flush=True)

@@ -509,7 +509,7 @@ def unguarded(host: Host, hp: HostPlan) -> list[str]:
 
 
 def read_journal(host: Host, needs: Needs | None = None) -> journal.Journal:
-    facts = gather(host, needs or journal.needs())
+    facts = gather(host, journal.needs() if needs is None else needs)
     found = journal.from_facts(facts)
     found.notices = facts.recovered + found.notices
     return found
