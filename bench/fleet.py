@@ -462,7 +462,7 @@ def section(profile: str, delay_ms: int, args: argparse.Namespace, lab_dir: Path
             print(f"# section profile={profile} delay={delay_ms} ms ({how}); "
                   f"{total} lab nodes up in {time.monotonic() - t0:.1f} s", flush=True)
             for idxs in sets:
-                rows += size_rows(profile, delay_ms, args, lab_dir, inv, key, known,
+                rows += size_rows(profile, delay_ms, args, lab_dir, work, inv, key, known,
                                   [lab.node_name(i) for i in idxs], targets, emit)
         finally:
             if delayed:
@@ -471,17 +471,15 @@ def section(profile: str, delay_ms: int, args: argparse.Namespace, lab_dir: Path
                 note = proxy.stop()
                 if note:
                     print(f"# {note} s (the delay proxy, a separate process)", flush=True)
-            for p in lab_dir.glob("floor-*"):  # the +s floors' manifests and scripts
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            lab.lab_down(lab_dir)  # then the lab dir itself goes too
+            lab.lab_down(lab_dir)
             shutil.rmtree(work, ignore_errors=True)
             print(f"# section done in {time.monotonic() - t0:.0f} s; lab down, lock released",
                   flush=True)
     return rows
 
 
-def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, known: str,
-              names: list[str], targets: dict[str, str], emit) -> list[Row]:
+def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, floors: Path, inv, key: str,
+              known: str, names: list[str], targets: dict[str, str], emit) -> list[Row]:
     prof = PROFILES[profile]
     limit = ",".join(names)
     netfix = [sys.executable, "-c", BASELINE] if args.baseline else [NETFIX]
@@ -510,7 +508,7 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
         sys.exit("apply and rollback are measured together (each undoes the other)")
     n = len(names)
     floor_argv = {(c, k): [sys.executable, "-c", FLOOR, k, key, known]
-                  + ([str(lab_dir / f"floor-{c}.json")] if k.endswith("+s") else [])
+                  + ([str(floors / f"floor-{c}.json")] if k.endswith("+s") else [])
                   + [targets[x] for x in names]
                   for c in commands for k in FLOOR_OF[c] if k != "w0+W"}
     label = profile + ("/pre" if args.baseline else "")
@@ -522,9 +520,9 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
         measure(argv[c], ok[c])
     for c in ("plan", "drift"):
         if c in commands:
-            (lab_dir / f"floor-{c}.sh").write_text(
+            (floors / f"floor-{c}.sh").write_text(
                 in_child(node_script, c, prof, limit, inv))
-            manifest(lab_dir / f"floor-{c}.json", {"*": [("sh -s", lab_dir / f"floor-{c}.sh")]})
+            manifest(floors / f"floor-{c}.json", {"*": [("sh -s", floors / f"floor-{c}.sh")]})
     for (c, k), a in floor_argv.items():
         if (c, k) not in TX_FLOORS:  # those change the nodes: built anew for each run
             measure(a)
@@ -542,7 +540,7 @@ def size_rows(profile: str, delay_ms: int, args, lab_dir: Path, inv, key: str, k
                     continue
                 if (c, row.floor_kind) in TX_FLOORS:
                     if c == "apply":  # the pair, apply then its rollback (see FLOOR_OF)
-                        in_child(tx_manifests, lab_dir, inv, limit, prof, targets)
+                        in_child(tx_manifests, floors, inv, limit, prof, targets)
                         for cc in ("apply", "rollback"):
                             floor_run(rows[cc, "1x2+s"], floor_argv[cc, "1x2+s"], logs)
                     continue
@@ -585,7 +583,7 @@ def in_child(fn, *args):
         return pool.apply(fn, args)
 
 
-def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
+def tx_manifests(floors: Path, inv, limit: str, profile: str,
                  targets: dict[str, str]) -> None:
     """floor-apply.json and floor-rollback.json: per node, the commands netfix's apply and
     rollback would send it now, built by netfix's own code (a plan, engine.apply_tx, and
@@ -598,7 +596,7 @@ def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
 
     hosts = load_inventory(str(inv)).select(limit)
     plan = engine.make_plan(hosts, profile)
-    work = lab_dir / "floor-tx"
+    work = floors / "floor-tx"
     work.mkdir(exist_ok=True)
     reader = work / "journal.sh"
     reader.write_text(build_script(engine.rollback_reads(None)))
@@ -619,8 +617,8 @@ def tx_manifests(lab_dir: Path, inv, limit: str, profile: str,
             cmds.append((shlex.join(argv), work / f"{host.name}.{name}"))
         apply_cmds[targets[host.name]] = [("sh -s", facts), cmds[0]]
         rollback_cmds[targets[host.name]] = [("sh -s", reader), cmds[1]]
-    manifest(lab_dir / "floor-apply.json", apply_cmds)
-    manifest(lab_dir / "floor-rollback.json", rollback_cmds)
+    manifest(floors / "floor-apply.json", apply_cmds)
+    manifest(floors / "floor-rollback.json", rollback_cmds)
 
 
 def node_script(command: str, profile: str, limit: str, inv: Path) -> str:
